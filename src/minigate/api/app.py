@@ -1,0 +1,76 @@
+"""``create_app``: the gateway as an ASGI application."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import Counter, Histogram
+
+from minigate import __version__
+from minigate.api import errors
+from minigate.api.routes import misc, orders
+from minigate.config import Settings
+from minigate.services.runtime import Runtime
+from minigate.services.worker import Worker
+from minigate.store.migrate import upgrade
+
+__all__ = ["create_app"]
+
+REQUESTS = Counter("minigate_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram("minigate_http_request_seconds", "HTTP request latency", ["method", "route"])
+
+
+def create_app(settings: Settings, *, runtime: Runtime | None = None, migrate: bool = True,
+               run_worker: bool | None = None) -> FastAPI:
+    rt = runtime or Runtime(settings)
+    worker_enabled = settings.run_worker if run_worker is None else run_worker
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if migrate:
+            await upgrade(rt.db.engine)
+        await rt.start()
+        if rt.sandbox is not None and rt.settings.sandbox_url is None:
+            app.mount("/sandbox", rt.sandbox.app)
+        worker = Worker(rt, poll_seconds=settings.worker_poll_seconds)
+        task = asyncio.create_task(worker.run()) if worker_enabled else None
+        app.state.worker = worker
+        try:
+            yield
+        finally:
+            worker.stop()
+            if task is not None:
+                await task
+            await rt.aclose()
+
+    app = FastAPI(title="minigate", version=__version__, lifespan=lifespan,
+                  description="Payments and third-party services for mini-program backends.")
+    app.state.runtime = rt
+    errors.install(app)
+    app.include_router(orders.router)
+    app.include_router(misc.router)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
+            return JSONResponse(errors.error_body("invalid_request_error", "body_too_large",
+                                                  f"request bodies are limited to {settings.max_body_bytes} bytes"),
+                                status_code=413)
+        started = time.perf_counter()
+        response = await call_next(request)
+        route: Any = request.scope.get("route")
+        name = getattr(route, "path", "unmatched")
+        REQUESTS.labels(request.method, name, str(response.status_code)).inc()
+        LATENCY.labels(request.method, name).observe(time.perf_counter() - started)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    return app

@@ -1,0 +1,180 @@
+"""``minigate``: the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated
+
+import typer
+
+from minigate.config import load_settings
+from minigate.errors import ConfigurationError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=(
+    "minigate: payments and third-party services for mini-program backends, with an offline sandbox.\n\n"
+    "Start here: `minigate serve` runs the gateway (SQLite and the sandbox built in); "
+    "`minigate apps create NAME` gives you API keys; `minigate demo` walks a whole checkout."))
+apps_app = typer.Typer(no_args_is_help=True, help="Merchant apps and their API keys.")
+app.add_typer(apps_app, name="apps")
+
+
+def _register_sandbox() -> None:
+    from minigate.cli import sandbox
+
+    app.add_typer(sandbox.app, name="sandbox", help="The provider simulators, on their own.")
+
+
+_register_sandbox()
+
+
+@app.command()
+def serve(host: Annotated[str | None, typer.Option(help="interface to listen on")] = None,
+          port: Annotated[int | None, typer.Option(help="TCP port")] = None) -> None:
+    """Run the gateway: API, provider callbacks, webhooks worker; SQLite and the sandbox by default."""
+    import uvicorn
+
+    from minigate.api.app import create_app
+    from minigate.logging import configure_logging
+
+    settings = _settings(**({"host": host} if host else {}), **({"port": port} if port else {}))
+    configure_logging(settings.log_level, json=settings.log_json)
+    if settings.public_url == "http://127.0.0.1:8000" and settings.port != 8000:
+        settings = _settings(port=settings.port, host=settings.host,
+                             public_url=f"http://127.0.0.1:{settings.port}")
+    first = asyncio.run(_first_run(settings))
+    base = f"http://{settings.host}:{settings.port}"
+    typer.echo(f"minigate gateway on {base}  (mode: {settings.mode}; "
+               f"database: {settings.effective_database_url.split('@')[-1]})")
+    if first is not None:
+        typer.echo(f"\n  First start: created app {first['id']} ({first['name']}). Its keys are shown once:")
+        typer.echo(f"    test key: {first['test_key']}")
+        typer.echo(f"    live key: {first['live_key']}  (accepted only with MINIGATE_MODE=live)")
+    typer.echo(f"""
+  Try it (test mode talks to the built-in sandbox):
+    curl -s {base}/v1/orders -H 'Authorization: Bearer <test key>' -H 'Idempotency-Key: 1' \\
+      -d '{{"channel":"wechat_mini","amount":100,"description":"Latte","merchant_order_no":"A1",\\
+           "payer":{{"openid":"oDemoUser"}}}}'
+    curl -s {base}/sandbox/wechatpay/_sandbox/pay -d '{{"out_trade_no":"<out_trade_no from above>"}}'
+  API docs: {base}/docs   ·   more apps: minigate apps create NAME   ·   full tour: minigate demo
+""")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
+                proxy_headers=False)
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (also done by `serve` at start)."""
+    from minigate.store.db import Database
+    from minigate.store.migrate import upgrade
+
+    settings = _settings()
+
+    async def run() -> None:
+        db = Database(settings.effective_database_url)
+        try:
+            await upgrade(db.engine)
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+    typer.echo("database is at the latest schema")
+
+
+@apps_app.command("create")
+def apps_create(name: Annotated[str, typer.Argument(help="a name for the app, e.g. your shop")]) -> None:
+    """Create an app; prints its id and API keys as JSON. Keys are shown once: store them now."""
+    from minigate.services.apps import create_app as create
+
+    async def run() -> dict[str, str]:
+        rt = await _runtime()
+        try:
+            created = await create(rt, name=name)
+        finally:
+            await rt.aclose()
+        return {"id": created.id, "name": created.name, "test_key": created.test_key,
+                "live_key": created.live_key}
+
+    typer.echo(json.dumps(asyncio.run(run()), indent=2))
+
+
+@apps_app.command("set-credentials")
+def apps_set_credentials(
+    app_id: Annotated[str, typer.Argument(help="the app id (app_…)")],
+    provider: Annotated[str, typer.Argument(help="wechatpay or wechat")],
+    file: Annotated[typer.FileText, typer.Option("--file", help="JSON file with the provider's fields")],
+    mode: Annotated[str, typer.Option(help="live (default) or test")] = "live",
+) -> None:
+    """Store a provider's live credentials for an app, encrypted at rest."""
+    from minigate.services.apps import set_credentials
+
+    config = json.load(file)
+
+    async def run() -> None:
+        rt = await _runtime()
+        try:
+            await set_credentials(rt, app_id=app_id, mode=mode, provider=provider, config=config)
+        finally:
+            await rt.aclose()
+
+    asyncio.run(run())
+    typer.echo(f"{provider} credentials stored for {app_id} ({mode})")
+
+
+@app.command()
+def demo(channel: Annotated[str, typer.Option(help="payment channel to walk through")] = "wechat_mini") -> None:
+    """Walk a full mini-program checkout against the sandbox: login, order, pay, callback, webhook, refund."""
+    from minigate.cli.demo import run_demo
+
+    raise typer.Exit(asyncio.run(run_demo(channel)))
+
+
+async def _first_run(settings):  # type: ignore[no-untyped-def]
+    """Migrate; on an empty database create a first app so the newcomer has keys straight away."""
+    from sqlalchemy import func, select
+
+    from minigate.services.apps import create_app as create
+    from minigate.services.runtime import Runtime
+    from minigate.store.migrate import upgrade
+    from minigate.store.tables import App
+
+    rt = Runtime(settings)
+    try:
+        await upgrade(rt.db.engine)
+        await rt.start()
+        async with rt.db.transaction() as session:
+            count = (await session.execute(select(func.count()).select_from(App))).scalar_one()
+        if count:
+            return None
+        created = await create(rt, name="My mini-program")
+        return {"id": created.id, "name": created.name, "test_key": created.test_key, "live_key": created.live_key}
+    finally:
+        await rt.aclose()
+
+
+async def _runtime():  # type: ignore[no-untyped-def]
+    from minigate.services.runtime import Runtime
+    from minigate.store.migrate import upgrade
+
+    rt = Runtime(_settings())
+    await upgrade(rt.db.engine)
+    await rt.start()
+    return rt
+
+
+def _settings(**overrides):  # type: ignore[no-untyped-def]
+    try:
+        return load_settings(**overrides)
+    except ConfigurationError as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

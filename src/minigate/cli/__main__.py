@@ -1,0 +1,3 @@
+from minigate.cli import main
+
+main()

@@ -1,0 +1,120 @@
+"""Settings: ``MINIGATE_*`` environment variables, then an optional TOML file (``MINIGATE_CONFIG``)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from minigate.errors import ConfigurationError
+
+__all__ = ["Settings", "load_settings"]
+
+_DEFAULT_MASTER_KEY = "minigate-insecure-development-master-key-change-me"
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the file named by ``MINIGATE_CONFIG``; environment variables win over it."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = os.environ.get("MINIGATE_CONFIG")
+        self._data: dict[str, Any] = {}
+        if path:
+            try:
+                self._data = tomllib.loads(Path(path).read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigurationError(f"cannot read MINIGATE_CONFIG={path}: {exc}") from exc
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MINIGATE_", extra="ignore", frozen=True)
+
+    mode: Literal["test", "live"] = "test"
+    data_dir: Path = Path(".minigate")
+    database_url: str = ""
+    #: AES-256-GCM key material protecting personal data and stored credentials (any length; HKDF-derived).
+    master_key: SecretStr = SecretStr(_DEFAULT_MASTER_KEY)
+    #: Base URL the providers call back (notify URLs) and the console links to.
+    public_url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+    log_json: bool = True
+    #: Sandbox (test mode): where simulator credentials live, and how fast simulated time runs.
+    sandbox_dir: Path | None = None
+    sandbox_time_scale: float = 1.0
+    #: Use an external ``minigate sandbox serve`` (e.g. http://127.0.0.1:8900) instead of the in-process one.
+    sandbox_url: str | None = None
+    #: Run the background worker (webhooks, active queries) inside ``serve``.
+    run_worker: bool = True
+    worker_poll_seconds: float = 0.5
+    #: Inbound callbacks and API requests larger than this are refused (413).
+    max_body_bytes: int = 1_048_576
+    idempotency_ttl_hours: int = 72
+    idempotency_lock_seconds: int = 90
+    #: Outbound webhooks: give up after this long (Stripe: 3 days), then dead-letter.
+    webhook_retry_window_hours: int = 72
+    webhook_timeout_seconds: float = 10.0
+    redis_url: str | None = None
+    database_pool_size: int = Field(default=10, ge=1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls), file_secret_settings)
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets_in_live_mode(self) -> Settings:
+        if self.mode == "live":
+            if self.master_key.get_secret_value() == _DEFAULT_MASTER_KEY:
+                raise ConfigurationError("live mode refuses the default MINIGATE_MASTER_KEY; set a real one")
+            if len(self.master_key.get_secret_value()) < 32:
+                raise ConfigurationError("MINIGATE_MASTER_KEY must be at least 32 characters in live mode")
+            if not self.database_url:
+                raise ConfigurationError("live mode needs MINIGATE_DATABASE_URL")
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'minigate.db').as_posix()}"
+
+    @property
+    def effective_sandbox_dir(self) -> Path:
+        return self.sandbox_dir or (self.data_dir / "sandbox")
+
+    @property
+    def uses_default_master_key(self) -> bool:
+        return self.master_key.get_secret_value() == _DEFAULT_MASTER_KEY
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ConfigurationError:
+        raise
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from exc

@@ -1,0 +1,1 @@
+"""Provider clients. Each provider is pure build/parse code plus one ``send`` over an injected httpx client."""

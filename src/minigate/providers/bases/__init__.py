@@ -1,0 +1,1 @@
+"""One abstract base per capability."""

@@ -1,0 +1,1 @@
+"""WeChat mini-program server APIs (login: ``jscode2session``)."""

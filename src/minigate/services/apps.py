@@ -1,0 +1,116 @@
+"""Merchant apps, their API keys (stored as digests, shown once) and their provider credentials."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from minigate.errors import AuthenticationFailed, InvalidRequest, NotFound
+from minigate.providers.wechat.config import WeChatMiniProgramConfig
+from minigate.providers.wechatpay.config import WeChatPayConfig
+from minigate.services.ids import new_id
+from minigate.services.runtime import Runtime
+from minigate.store.tables import ApiKey, App, AppCredential
+
+__all__ = ["AppContext", "CreatedApp", "authenticate", "create_app", "set_credentials"]
+
+_CONFIG_MODELS: dict[str, Any] = {"wechatpay": WeChatPayConfig, "wechat": WeChatMiniProgramConfig}
+
+
+@dataclass(frozen=True, slots=True)
+class AppContext:
+    """Who is calling: the app and the mode of the key used."""
+
+    app_id: str
+    mode: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedApp:
+    id: str
+    name: str
+    test_key: str
+    live_key: str
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _new_key(mode: str) -> str:
+    return f"mg_{mode}_{secrets.token_urlsafe(32).replace('-', 'A').replace('_', 'B')}"
+
+
+async def create_app(rt: Runtime, *, name: str) -> CreatedApp:
+    name = name.strip()
+    if not 1 <= len(name) <= 120:
+        raise InvalidRequest("app name must be 1-120 characters", param="name")
+    now = rt.now()
+    app = App(id=new_id("app"), name=name, created_at=now)
+    keys = {mode: _new_key(mode) for mode in ("test", "live")}
+    async with rt.db.transaction() as session:
+        session.add(app)
+        await session.flush()
+        for mode, key in keys.items():
+            session.add(ApiKey(id=new_id("key"), app_id=app.id, mode=mode, digest=_digest(key),
+                               hint=f"{key[:8]}…{key[-4:]}", created_at=now, revoked_at=None))
+    return CreatedApp(id=app.id, name=app.name, test_key=keys["test"], live_key=keys["live"])
+
+
+async def authenticate(rt: Runtime, authorization: str | None) -> AppContext:
+    """``Authorization: Bearer mg_test_…`` -> the app. The digest lookup is exact; no timing leak on the key."""
+    if not authorization:
+        raise AuthenticationFailed("missing API key: send Authorization: Bearer <key>", code="missing_api_key")
+    scheme, _, key = authorization.partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key.startswith(("mg_test_", "mg_live_")):
+        raise AuthenticationFailed("malformed API key", code="invalid_api_key")
+    digest = _digest(key)
+    async with rt.db.transaction() as session:
+        row = (await session.execute(select(ApiKey).where(ApiKey.digest == digest))).scalar_one_or_none()
+    if row is None or row.revoked_at is not None or not hmac.compare_digest(row.digest, digest):
+        raise AuthenticationFailed("invalid API key", code="invalid_api_key")
+    if row.mode == "live" and rt.settings.mode != "live":
+        raise AuthenticationFailed("live keys are refused: this gateway runs in test mode (MINIGATE_MODE=test)",
+                                   code="live_mode_disabled")
+    return AppContext(app_id=row.app_id, mode=row.mode)
+
+
+async def set_credentials(rt: Runtime, *, app_id: str, mode: str, provider: str, config: dict[str, Any]) -> None:
+    """Store (sealed) live credentials for a provider, after validating them against its config model."""
+    model = _CONFIG_MODELS.get(provider)
+    if model is None:
+        raise InvalidRequest(f"unknown provider {provider!r}", param="provider")
+    if mode not in ("test", "live"):
+        raise InvalidRequest("mode must be test or live", param="mode")
+    try:
+        validated = model(**config)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+        raise InvalidRequest(f"invalid {provider} credentials: {fields}", param="config") from None
+    plain = json.loads(validated.model_dump_json())
+    for key, value in validated:
+        if hasattr(value, "get_secret_value"):
+            plain[key] = value.get_secret_value()
+    sealed = rt.vault.seal(json.dumps(plain), context=f"credentials:{provider}")
+    async with rt.db.transaction() as session:
+        app = await session.get(App, app_id)
+        if app is None:
+            raise NotFound("no such app", code="app_not_found")
+        row = (await session.execute(select(AppCredential).where(
+            AppCredential.app_id == app_id, AppCredential.mode == mode,
+            AppCredential.provider == provider))).scalar_one_or_none()
+        if row is None:
+            session.add(AppCredential(app_id=app_id, mode=mode, provider=provider, sealed_config=sealed,
+                                      updated_at=rt.now()))
+        else:
+            row.sealed_config = sealed
+            row.updated_at = rt.now()
+    rt.forget_provider(app_id, mode, provider)

@@ -1,0 +1,115 @@
+"""Inbound provider callbacks (A-8): raw bytes kept; verify -> decrypt -> validate -> one transaction
+(dedupe on the provider event id + transition + outbox) -> fast ack. Duplicates are acknowledged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from minigate.domain.results import Notification, NotificationKind
+from minigate.errors import NotificationRejected
+from minigate.logging import get_logger
+from minigate.providers.bases.payment import NotificationReply, PaymentProvider
+from minigate.services.orders import apply_trade_status, lock_order
+from minigate.services.refunds import apply_refund_status
+from minigate.services.runtime import Runtime
+from minigate.store.tables import App, InboundNotification, Order, Refund
+
+__all__ = ["handle_notification"]
+
+log = get_logger("minigate.notifications")
+
+_KEEP_HEADERS = ("content-type", "wechatpay-timestamp", "wechatpay-nonce", "wechatpay-serial",
+                 "wechatpay-signature-type", "request-id", "user-agent")
+
+
+def _headers_to_keep(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items() if k.lower() in _KEEP_HEADERS}
+
+
+async def handle_notification(rt: Runtime, *, provider_name: str, mode: str, app_id: str,
+                              headers: Mapping[str, str], body: bytes) -> NotificationReply:
+    if mode not in ("test", "live") or (mode == "live" and rt.settings.mode != "live"):
+        return await _reject(rt, None, provider_name, app_id, mode, headers, body,
+                             NotificationRejected("unknown_route", "no such notification route", http_status=404))
+    async with rt.db.transaction() as session:
+        app = await session.get(App, app_id)
+    if app is None:
+        return await _reject(rt, None, provider_name, None, mode, headers, body,
+                             NotificationRejected("unknown_app", "no such app", http_status=404))
+    provider = await rt.payment_provider(app_id, mode, provider_name)
+    try:
+        notification = await provider.parse_notification(headers, body)
+        return await _apply(rt, provider, provider_name, app_id, mode, notification, headers, body)
+    except NotificationRejected as exc:
+        return await _reject(rt, provider, provider_name, app_id, mode, headers, body, exc)
+
+
+async def _apply(rt: Runtime, provider: PaymentProvider, provider_name: str, app_id: str, mode: str,
+                 notification: Notification, headers: Mapping[str, str], body: bytes) -> NotificationReply:
+    dedupe_key = f"{app_id}:{mode}:{notification.event_id}"
+    try:
+        async with rt.db.transaction() as session:
+            seen = (await session.execute(select(InboundNotification.id).where(
+                InboundNotification.provider == provider_name,
+                InboundNotification.dedupe_key == dedupe_key))).scalar_one_or_none()
+            if seen is not None:
+                log.info("duplicate notification acknowledged", provider=provider_name, event_type="duplicate")
+                return provider.ack()
+            order, outcome = await _transition(rt, session, provider_name, app_id, mode, notification)
+            session.add(InboundNotification(
+                provider=provider_name, app_id=app_id, mode=mode, dedupe_key=dedupe_key,
+                order_id=order.id, outcome=outcome, error_code=None, headers=_headers_to_keep(headers),
+                body=body, received_at=rt.now()))
+    except IntegrityError:
+        # the same event committed concurrently through another request or process: already handled
+        return provider.ack()
+    log.info("notification processed", provider=provider_name, kind=notification.kind.value, outcome=outcome)
+    return provider.ack()
+
+
+async def _transition(rt: Runtime, session: Any, provider_name: str, app_id: str, mode: str,
+                      notification: Notification) -> tuple[Order, str]:
+    if notification.kind is NotificationKind.PAYMENT and notification.trade is not None:
+        order_id = (await session.execute(select(Order.id).where(
+            Order.provider == provider_name, Order.out_trade_no == notification.trade.out_trade_no,
+            Order.app_id == app_id, Order.mode == mode))).scalar_one_or_none()
+        if order_id is None:
+            raise NotificationRejected("unknown_order", "no order with this out_trade_no", http_status=404)
+        order = await lock_order(session, order_id)
+        outcome = await apply_trade_status(rt, session, order, notification.trade, source="notification")
+        if outcome == "amount_mismatch":
+            raise NotificationRejected("amount_mismatch", "notified amount differs from the order amount")
+        return order, outcome
+    if notification.kind is NotificationKind.REFUND and notification.refund is not None:
+        refund = (await session.execute(select(Refund).where(
+            Refund.provider == provider_name, Refund.out_refund_no == notification.refund.out_refund_no,
+            Refund.app_id == app_id, Refund.mode == mode))).scalar_one_or_none()
+        if refund is None:
+            raise NotificationRejected("unknown_refund", "no refund with this out_refund_no", http_status=404)
+        order = await lock_order(session, refund.order_id)
+        outcome = await apply_refund_status(rt, session, order, refund, notification.refund,
+                                            source="notification")
+        if outcome == "amount_mismatch":
+            raise NotificationRejected("amount_mismatch", "notified refund amount differs from the refund")
+        return order, outcome
+    raise NotificationRejected("unsupported_event", "notification kind not handled")
+
+
+async def _reject(rt: Runtime, provider: PaymentProvider | None, provider_name: str, app_id: str | None,
+                  mode: str | None, headers: Mapping[str, str], body: bytes,
+                  exc: NotificationRejected) -> NotificationReply:
+    """Nothing changes but a record of the attempt (raw bytes kept for the investigation)."""
+    log.warning("notification rejected", provider=provider_name, error_code=exc.code, reason=exc.message)
+    async with rt.db.transaction() as session:
+        session.add(InboundNotification(provider=provider_name, app_id=app_id, mode=mode, dedupe_key=None,
+                                        order_id=None, outcome="rejected", error_code=exc.code,
+                                        headers=_headers_to_keep(headers), body=body, received_at=rt.now()))
+    if provider is None:
+        return NotificationReply(exc.http_status, f'{{"code":"FAIL","message":"{exc.code}"}}'.encode())
+    reply = provider.nack(exc.code, exc.message)
+    return NotificationReply(exc.http_status, reply.body, reply.content_type)

@@ -1,0 +1,318 @@
+"""Checkout: create, read, list and close orders; apply what providers report about them.
+
+Every provider call sits between two local commits (A-4): the order row exists (``creating``) before the
+provider is asked, and the provider's answer is applied in a second transaction. An unknown outcome leaves
+the order in ``creating`` with a recovery point; the same ``out_trade_no`` is used on every retry (A-6).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from minigate.domain.orders import can_transition
+from minigate.domain.results import ProviderResult, StandardCode, TradeState, TradeStatus
+from minigate.errors import Conflict, InvalidRequest, NotFound
+from minigate.logging import get_logger
+from minigate.money import MAX_AMOUNT_FEN
+from minigate.providers.bases.payment import CreateOrderRequest
+from minigate.services import events
+from minigate.services.apps import AppContext
+from minigate.services.ids import new_id, new_out_no
+from minigate.services.idempotency import Idem, Response
+from minigate.services.runtime import CHANNELS, Runtime
+from minigate.store.tables import Order, OrderEvent
+from minigate.vault import mask
+
+__all__ = ["NewOrder", "apply_trade_status", "close_order", "complete_creation", "create_order", "get_order",
+           "list_orders", "lock_order", "move", "order_view", "record"]
+
+log = get_logger("minigate.orders")
+
+_MERCHANT_NO = re.compile(r"^[0-9A-Za-z_\-*|]{1,64}$")
+#: after creation, the first active query comes after T1 (A-9), then this backoff
+CHECK_SCHEDULE = (60, 5, 15, 30, 60, 120, 300, 600)
+PAYER_CONTEXT = "payer"
+
+
+@dataclass(frozen=True, slots=True)
+class NewOrder:
+    channel: str
+    amount: int
+    description: str
+    merchant_order_no: str
+    payer_id: str
+    currency: str = "CNY"
+    expires_in: int = 7200
+    metadata: dict[str, str] | None = None
+
+
+def _validate(new: NewOrder) -> None:
+    if new.channel not in CHANNELS:
+        raise InvalidRequest(f"unknown channel {new.channel!r}; supported: {', '.join(sorted(CHANNELS))}",
+                             param="channel", code="unknown_channel")
+    if isinstance(new.amount, bool) or not 1 <= new.amount <= MAX_AMOUNT_FEN:
+        raise InvalidRequest(f"amount must be an integer number of fen between 1 and {MAX_AMOUNT_FEN}",
+                             param="amount", code="amount_invalid")
+    if new.currency != "CNY":
+        raise InvalidRequest("only CNY is supported", param="currency", code="currency_unsupported")
+    if not 1 <= len(new.description) <= 127 or not new.description.isprintable():
+        raise InvalidRequest("description must be 1-127 printable characters", param="description")
+    if not _MERCHANT_NO.match(new.merchant_order_no):
+        raise InvalidRequest("merchant_order_no must be 1-64 of [0-9A-Za-z_-*|]", param="merchant_order_no")
+    if not 1 <= len(new.payer_id) <= 128 or not new.payer_id.isprintable() or " " in new.payer_id:
+        raise InvalidRequest("payer openid must be 1-128 printable characters", param="payer")
+    if not 60 <= new.expires_in <= 7 * 86400:
+        raise InvalidRequest("expires_in must be between 60 seconds and 7 days", param="expires_in")
+    meta = new.metadata or {}
+    if len(meta) > 20 or any(len(k) > 40 or len(str(v)) > 500 for k, v in meta.items()):
+        raise InvalidRequest("metadata: at most 20 keys, keys ≤ 40 and values ≤ 500 characters",
+                             param="metadata")
+
+
+def order_view(rt: Runtime, order: Order) -> dict[str, Any]:
+    payer = rt.vault.open(order.payer_sealed, context=PAYER_CONTEXT)
+    view: dict[str, Any] = {
+        "id": order.id, "object": "order", "livemode": order.mode == "live", "channel": order.channel,
+        "status": order.status, "amount": order.amount, "currency": order.currency,
+        "amount_refunded": order.amount_refunded, "description": order.description,
+        "merchant_order_no": order.merchant_order_no, "out_trade_no": order.out_trade_no,
+        "provider_trade_id": order.provider_trade_id, "payer": {"openid": mask(payer)},
+        "metadata": order.metadata_ or {}, "failure_code": order.failure_code,
+        "created": int(order.created_at.timestamp()), "expires_at": int(order.expires_at.timestamp()),
+        "paid_at": int(order.paid_at.timestamp()) if order.paid_at else None,
+        "closed_at": int(order.closed_at.timestamp()) if order.closed_at else None,
+    }
+    if order.status == "pending" and order.client_params:
+        view["pay_params"] = order.client_params
+    return view
+
+
+def record(session: AsyncSession, order: Order, type: str, *, source: str, now: datetime,
+           from_status: str | None = None, to_status: str | None = None, refund_id: str | None = None,
+           data: dict[str, Any] | None = None) -> None:
+    session.add(OrderEvent(order_id=order.id, refund_id=refund_id, type=type, from_status=from_status,
+                           to_status=to_status, source=source, data=data or {}, created_at=now))
+
+
+def move(session: AsyncSession, order: Order, target: str, *, source: str, now: datetime,
+          data: dict[str, Any] | None = None) -> None:
+    if not can_transition(order.status, target):
+        raise AssertionError(f"illegal transition {order.status} -> {target}")
+    record(session, order, f"order.{target}", source=source, now=now, from_status=order.status,
+           to_status=target, data=data)
+    order.status = target
+    order.version += 1
+    order.updated_at = now
+
+
+async def lock_order(session: AsyncSession, order_id: str) -> Order:
+    row = (await session.execute(select(Order).where(Order.id == order_id).with_for_update())).scalar_one()
+    return row
+
+
+async def create_order(rt: Runtime, ctx: AppContext, new: NewOrder, idem: Idem) -> Response:
+    _validate(new)
+    provider_name = CHANNELS[new.channel]
+    provider = await rt.payment_provider(ctx.app_id, ctx.mode, provider_name)
+    now = rt.now()
+    if idem.resource_id is None:
+        order = Order(
+            id=new_id("ord"), app_id=ctx.app_id, mode=ctx.mode, channel=new.channel, provider=provider_name,
+            merchant_order_no=new.merchant_order_no, out_trade_no=new_out_no("MG"), amount=new.amount,
+            currency=new.currency, description=new.description, status="creating", amount_refunded=0,
+            amount_refund_pending=0, payer_sealed=rt.vault.seal(new.payer_id, context=PAYER_CONTEXT),
+            payer_hash=rt.vault.lookup_hash(new.payer_id, context=PAYER_CONTEXT), provider_order_ref=None,
+            provider_trade_id=None, client_params=None, failure_code=None,
+            expires_at=now + timedelta(seconds=new.expires_in), paid_at=None, closed_at=None,
+            next_check_at=now + timedelta(seconds=CHECK_SCHEDULE[0]), check_attempts=0,
+            metadata_=dict(new.metadata or {}), version=1, created_at=now, updated_at=now)
+        try:
+            async with rt.db.transaction() as session:
+                session.add(order)
+                record(session, order, "order.created", source="api", now=now, to_status="creating",
+                       data={"amount": new.amount, "channel": new.channel})
+                await idem.checkpoint(session, "order_created", order.id)
+        except IntegrityError:
+            raise Conflict("an order with this merchant_order_no already exists",
+                           param="merchant_order_no", code="order_exists") from None
+        order_id = order.id
+    else:
+        order_id = idem.resource_id
+    order = await complete_creation(rt, order_id, source="api")
+    if order.status == "closed" and order.failure_code:
+        return Response(402, {"error": {"type": "provider_error", "code": "provider_declined",
+                                        "message": "the provider refused to create the order",
+                                        "provider_code": order.failure_code, "order": order.id}})
+    return Response(200, order_view(rt, order))
+
+
+async def complete_creation(rt: Runtime, order_id: str, *, source: str) -> Order:
+    """Ask the provider for the prepay (again, with the same out_trade_no) and apply the answer."""
+    async with rt.db.transaction() as session:
+        order = await lock_order(session, order_id)
+    if order.status != "creating":
+        return order
+    provider = await rt.payment_provider(order.app_id, order.mode, order.provider)
+    payer = rt.vault.open(order.payer_sealed, context=PAYER_CONTEXT)
+    result = await provider.create_order(CreateOrderRequest(
+        out_trade_no=order.out_trade_no, amount=order.amount, description=order.description,
+        notify_url=rt.notify_url(order.provider, order.mode, order.app_id), payer_id=payer,
+        currency=order.currency, expires_at=order.expires_at))
+    now = rt.now()
+    async with rt.db.transaction() as session:
+        order = await lock_order(session, order_id)
+        if order.status != "creating":
+            return order
+        if result.ok and result.value is not None:
+            order.provider_order_ref = result.value.provider_order_ref
+            order.client_params = dict(result.value.client_params)
+            order.next_check_at = now + timedelta(seconds=CHECK_SCHEDULE[0])
+            move(session, order, "pending", source=source, now=now)
+        elif result.code is StandardCode.ALREADY_PAID:
+            order.next_check_at = now            # paid already (a retry after an unknown outcome): query it
+        else:
+            order.failure_code = result.provider_code or result.code.value
+            order.closed_at = now
+            order.next_check_at = None
+            move(session, order, "closed", source=source, now=now,
+                  data={"code": result.code.value, "provider_code": result.provider_code})
+    return order
+
+
+async def get_order(rt: Runtime, ctx: AppContext, order_id: str) -> Order:
+    async with rt.db.transaction() as session:
+        order = await session.get(Order, order_id)
+    if order is None or order.app_id != ctx.app_id or order.mode != ctx.mode:
+        raise NotFound("no such order", code="resource_missing", details={"id": order_id})
+    return order
+
+
+async def list_orders(rt: Runtime, ctx: AppContext, *, limit: int, starting_after: str | None,
+                      status: str | None, channel: str | None, merchant_order_no: str | None,
+                      payer: str | None, created_gte: int | None, created_lt: int | None) -> tuple[list[Order], bool]:
+    query = select(Order).where(Order.app_id == ctx.app_id, Order.mode == ctx.mode)
+    if status:
+        query = query.where(Order.status == status)
+    if channel:
+        query = query.where(Order.channel == channel)
+    if merchant_order_no:
+        query = query.where(Order.merchant_order_no == merchant_order_no)
+    if payer:
+        query = query.where(Order.payer_hash == rt.vault.lookup_hash(payer, context=PAYER_CONTEXT))
+    if created_gte is not None:
+        query = query.where(Order.created_at >= _from_ts(created_gte))
+    if created_lt is not None:
+        query = query.where(Order.created_at < _from_ts(created_lt))
+    if starting_after:
+        cursor = await get_order(rt, ctx, starting_after)
+        query = query.where((Order.created_at < cursor.created_at) |
+                            ((Order.created_at == cursor.created_at) & (Order.id < cursor.id)))
+    query = query.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit + 1)
+    async with rt.db.transaction() as session:
+        rows = list((await session.execute(query)).scalars().all())
+    return rows[:limit], len(rows) > limit
+
+
+def _from_ts(ts: int) -> datetime:
+    from datetime import UTC
+    return datetime.fromtimestamp(ts, UTC)
+
+
+async def close_order(rt: Runtime, ctx: AppContext, order_id: str) -> Order:
+    order = await get_order(rt, ctx, order_id)
+    if order.status == "closed":
+        return order
+    if order.status in ("paid", "partially_refunded", "refunded"):
+        raise Conflict("the order is paid; refund it instead", code="order_already_paid")
+    provider = await rt.payment_provider(order.app_id, order.mode, order.provider)
+    if order.status == "creating":
+        queried = await provider.query_order(order.out_trade_no)
+        if not queried.ok and queried.code is StandardCode.NOT_FOUND:
+            async with rt.db.transaction() as session:
+                locked = await lock_order(session, order.id)
+                if locked.status == "creating":
+                    locked.closed_at = rt.now()
+                    locked.next_check_at = None
+                    move(session, locked, "closed", source="api", now=rt.now())
+                    await _emit_order(rt, session, locked, "order.closed")
+            return await get_order(rt, ctx, order_id)
+        await apply_query_result(rt, order.id, queried, source="api")
+        order = await get_order(rt, ctx, order_id)
+        if order.status != "pending":
+            return await _closed_or_paid(rt, ctx, order)
+    result = await provider.close_order(order.out_trade_no)
+    if result.ok or result.code is StandardCode.ORDER_CLOSED:
+        async with rt.db.transaction() as session:
+            locked = await lock_order(session, order.id)
+            if locked.status in ("creating", "pending"):
+                now = rt.now()
+                locked.closed_at = now
+                locked.next_check_at = None
+                move(session, locked, "closed", source="api", now=now)
+                await _emit_order(rt, session, locked, "order.closed")
+    elif result.code is StandardCode.ALREADY_PAID:
+        # F9: the payer paid between our last look and the close. The provider's truth wins.
+        await apply_query_result(rt, order.id, await provider.query_order(order.out_trade_no), source="api")
+    else:
+        raise Conflict(f"the provider refused to close the order ({result.provider_code})",
+                       code="provider_declined")
+    return await _closed_or_paid(rt, ctx, await get_order(rt, ctx, order_id))
+
+
+async def _closed_or_paid(rt: Runtime, ctx: AppContext, order: Order) -> Order:
+    if order.status in ("paid", "partially_refunded", "refunded"):
+        raise Conflict("the order was paid before it could be closed; refund it instead",
+                       code="order_already_paid", details={"order": order.id})
+    return order
+
+
+async def _emit_order(rt: Runtime, session: AsyncSession, order: Order, type: str) -> None:
+    await events.emit(session, app_id=order.app_id, mode=order.mode, type=type, obj=order_view(rt, order),
+                      now=rt.now())
+
+
+async def apply_query_result(rt: Runtime, order_id: str, result: ProviderResult[TradeStatus], *,
+                             source: str) -> str:
+    if not result.ok or result.value is None:
+        return "no_change"
+    async with rt.db.transaction() as session:
+        order = await lock_order(session, order_id)
+        return await apply_trade_status(rt, session, order, result.value, source=source)
+
+
+async def apply_trade_status(rt: Runtime, session: AsyncSession, order: Order, status: TradeStatus, *,
+                             source: str) -> str:
+    """Apply a verified provider view of the trade to the locked order. Returns what happened."""
+    now = rt.now()
+    if status.state in (TradeState.PAID, TradeState.REFUNDED):
+        if status.amount_total is not None and status.amount_total != order.amount:
+            record(session, order, "payment.amount_mismatch", source=source, now=now,
+                   data={"expected": order.amount, "reported": status.amount_total})
+            log.warning("payment amount mismatch", order_id=order.id, expected=order.amount,
+                        reported=status.amount_total, source=source)
+            return "amount_mismatch"
+        if order.status not in ("creating", "pending", "closed"):
+            return "duplicate"
+        was_closed = order.status == "closed"
+        order.paid_at = status.paid_at or now
+        order.provider_trade_id = status.provider_trade_id
+        order.next_check_at = None
+        order.closed_at = None if not was_closed else order.closed_at
+        move(session, order, "paid", source=source, now=now,
+              data={"provider_trade_id": status.provider_trade_id})
+        await _emit_order(rt, session, order, "order.paid_after_close" if was_closed else "order.paid")
+        return "paid"
+    if status.state is TradeState.CLOSED and order.status in ("creating", "pending"):
+        order.closed_at = now
+        order.next_check_at = None
+        move(session, order, "closed", source=source, now=now)
+        await _emit_order(rt, session, order, "order.closed")
+        return "closed"
+    return "no_change"

@@ -1,0 +1,162 @@
+"""The runtime every use case receives: settings, database, vault, HTTP clients, sandbox, providers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from minigate.config import Settings
+from minigate.errors import ConfigurationError, NotFound
+from minigate.logging import get_logger
+from minigate.providers.bases.payment import PaymentProvider
+from minigate.providers.wechat.config import WeChatMiniProgramConfig
+from minigate.providers.wechat.login import WeChatMiniProgramClient
+from minigate.providers.wechatpay.config import WeChatPayConfig
+from minigate.providers.wechatpay.provider import WeChatPayProvider
+from minigate.store.db import Database
+from minigate.store.tables import AppCredential, DataKey
+from minigate.vault import Vault, WrappedKey
+
+__all__ = ["CHANNELS", "Runtime"]
+
+log = get_logger("minigate.runtime")
+
+#: channel -> provider name
+CHANNELS: dict[str, str] = {"wechat_mini": "wechatpay"}
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Runtime:
+    """Long-lived objects of one gateway process."""
+
+    def __init__(self, settings: Settings, *, db: Database | None = None,
+                 sandbox_transport: httpx.AsyncBaseTransport | None = None,
+                 webhook_transport: httpx.AsyncBaseTransport | None = None,
+                 clock: Callable[[], datetime] = _utcnow) -> None:
+        self.settings = settings
+        self.db = db or Database(settings.effective_database_url, pool_size=settings.database_pool_size)
+        self.vault = Vault(settings.master_key.get_secret_value())
+        self.now = clock
+        self.sandbox: Any = None
+        self._sandbox_transport = sandbox_transport
+        self.webhook_client = httpx.AsyncClient(transport=webhook_transport,
+                                                timeout=settings.webhook_timeout_seconds,
+                                                follow_redirects=False)
+        self._provider_client: httpx.AsyncClient | None = None
+        self._providers: dict[tuple[str, str, str], Any] = {}
+
+    # -- life cycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._load_data_keys()
+        # Test keys (mg_test_…) always reach the sandbox; live keys are accepted only in live mode.
+        self._start_sandbox()
+
+    async def aclose(self) -> None:
+        if self.sandbox is not None:
+            await self.sandbox.aclose()
+        if self._provider_client is not None:
+            await self._provider_client.aclose()
+        await self.webhook_client.aclose()
+        await self.db.dispose()
+
+    def _start_sandbox(self) -> None:
+        """Test mode talks to the simulators: in-process by default, or an external ``sandbox serve``."""
+        from minigate.simulators.sandbox import Sandbox
+
+        self.sandbox = Sandbox(self.settings.effective_sandbox_dir, time_scale=self.settings.sandbox_time_scale,
+                               notify_client=self.webhook_client)
+        if self.settings.sandbox_url:
+            self.sandbox_base_url = self.settings.sandbox_url.rstrip("/")
+            self._provider_client = httpx.AsyncClient(transport=self._sandbox_transport, timeout=10.0)
+        else:
+            self.sandbox_base_url = "http://sandbox"
+            transport = self._sandbox_transport or httpx.ASGITransport(app=self.sandbox.app)
+            self._provider_client = httpx.AsyncClient(transport=transport, timeout=10.0)
+
+    async def _load_data_keys(self) -> None:
+        async with self.db.transaction() as session:
+            rows = (await session.execute(select(DataKey).order_by(DataKey.created_at))).scalars().all()
+            if not rows:
+                wrapped = self.vault.new_data_key()
+                session.add(DataKey(id=wrapped.key_id, wrapped=wrapped.wrapped, active=True,
+                                    created_at=self.now()))
+                return
+            for row in rows:
+                self.vault.load_data_key(WrappedKey(row.id, row.wrapped), current=row.active)
+
+    # -- providers --------------------------------------------------------------------------------
+    @property
+    def provider_client(self) -> httpx.AsyncClient:
+        if self._provider_client is None:
+            self._provider_client = httpx.AsyncClient(timeout=10.0)
+        return self._provider_client
+
+    async def provider_config(self, app_id: str, mode: str, provider: str) -> dict[str, Any]:
+        if mode == "test":
+            return self.sandbox_config(provider)
+        async with self.db.transaction() as session:
+            row = (await session.execute(select(AppCredential).where(
+                AppCredential.app_id == app_id, AppCredential.mode == mode,
+                AppCredential.provider == provider))).scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"no live {provider} credentials configured for this app",
+                           code="provider_not_configured")
+        import json
+        config: dict[str, Any] = json.loads(self.vault.open(row.sealed_config, context=f"credentials:{provider}"))
+        return config
+
+    def sandbox_config(self, provider: str) -> dict[str, Any]:
+        if self.sandbox is None:
+            raise ConfigurationError("the sandbox is not running")
+        creds = dict(self.sandbox.credentials("wechatpay"))
+        base = self.sandbox_base_url
+        if provider == "wechatpay":
+            return {
+                "mchid": creds["mchid"], "appid": creds["appid"],
+                "merchant_serial_no": creds["merchant_serial_no"],
+                "merchant_private_key": creds["merchant_private_key"], "apiv3_key": creds["apiv3_key"],
+                "platform_public_key": creds["platform_public_key"],
+                "platform_public_key_id": creds["platform_public_key_id"],
+                "platform_certificates": [creds["platform_certificate"]],
+                "verify_mode": "mixed", "base_url": f"{base}/wechatpay",
+            }
+        if provider == "wechat":
+            login = self.sandbox.credentials("wechat")
+            return {"appid": login["appid"], "app_secret": login["app_secret"], "base_url": f"{base}/wechat"}
+        raise NotFound(f"unknown provider {provider}", code="unknown_provider")
+
+    async def payment_provider(self, app_id: str, mode: str, provider: str) -> PaymentProvider:
+        cache_key = ("sandbox" if mode == "test" else app_id, mode, provider)
+        cached = self._providers.get(cache_key)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        raw = await self.provider_config(app_id, mode, provider)
+        if provider != "wechatpay":
+            raise NotFound(f"unknown payment provider {provider}", code="unknown_provider")
+        instance = WeChatPayProvider(WeChatPayConfig(**raw), self.provider_client, clock=time.time)
+        self._providers[cache_key] = instance
+        return instance
+
+    async def wechat_login_client(self, app_id: str, mode: str) -> WeChatMiniProgramClient:
+        cache_key = ("sandbox" if mode == "test" else app_id, mode, "wechat")
+        cached = self._providers.get(cache_key)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        raw = await self.provider_config(app_id, mode, "wechat")
+        client = WeChatMiniProgramClient(WeChatMiniProgramConfig(**raw), self.provider_client)
+        self._providers[cache_key] = client
+        return client
+
+    def notify_url(self, provider: str, mode: str, app_id: str) -> str:
+        return f"{self.settings.public_url}/notify/{provider}/{mode}/{app_id}"
+
+    def forget_provider(self, app_id: str, mode: str, provider: str) -> None:
+        self._providers.pop((app_id, mode, provider), None)

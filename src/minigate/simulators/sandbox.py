@@ -1,0 +1,99 @@
+"""All simulators in one place: :class:`Sandbox` mounts each under its prefix (DESIGN "Contract")."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp
+
+from minigate.simulators._core import Clock, CredentialStore, Deliverer, Faults, json_response
+from minigate.simulators.wechat import WeChatSimulator
+from minigate.simulators.wechatpay import RETRY_SCHEDULE, WeChatPaySimulator
+
+__all__ = ["PROVIDERS", "Sandbox", "credentials_for"]
+
+#: Simulator names, which are also their mount prefixes (``/wechatpay``, ``/wechat``).
+PROVIDERS = ("wechatpay", "wechat")
+
+
+class Sandbox:
+    """Every simulator, sharing one state dir (credentials), one clock and one notification client.
+
+    ``app`` mounts each simulator under ``/<name>``; ``app_for(name)`` serves one at the root path.
+    Deliveries are asyncio tasks started lazily on the running loop; ``aclose()`` cancels them.
+    """
+
+    def __init__(self, state_dir: Path, *, time_scale: float = 1.0,
+                 notify_client: httpx.AsyncClient | None = None, clock: Clock | None = None) -> None:
+        self.state_dir = Path(state_dir)
+        self.store = CredentialStore(self.state_dir)
+        self.clock = clock or Clock()
+        self.wechatpay_deliverer = Deliverer(schedule=RETRY_SCHEDULE, time_scale=time_scale,
+                                             client=notify_client, clock=self.clock)
+        self.wechatpay = WeChatPaySimulator(self.store, clock=self.clock, deliverer=self.wechatpay_deliverer,
+                                            faults=Faults())
+        self.wechat = WeChatSimulator(self.store, clock=self.clock, faults=Faults())
+        self._simulators: dict[str, Any] = {"wechatpay": self.wechatpay, "wechat": self.wechat}
+        self._deliverers = [self.wechatpay_deliverer]
+        self.app: ASGIApp = Starlette(
+            routes=[Route("/_sandbox", self._index, methods=["GET"]),
+                    *(Mount(f"/{name}", app=sim.app) for name, sim in self._simulators.items())],
+            lifespan=self._lifespan)
+
+    @property
+    def notify_client(self) -> httpx.AsyncClient | None:
+        return self._deliverers[0].client
+
+    @notify_client.setter
+    def notify_client(self, client: httpx.AsyncClient | None) -> None:
+        for deliverer in self._deliverers:
+            deliverer.client = client
+
+    @property
+    def time_scale(self) -> float:
+        return self._deliverers[0].time_scale
+
+    @time_scale.setter
+    def time_scale(self, value: float) -> None:
+        for deliverer in self._deliverers:
+            deliverer.time_scale = value
+
+    def app_for(self, name: str) -> ASGIApp:
+        """One simulator at the root path (official SDKs post to ``/v3/...``)."""
+        sim = self._get(name)
+        return Starlette(routes=[Mount("", app=sim.app)], lifespan=self._lifespan)
+
+    def credentials(self, name: str) -> dict[str, str]:
+        """The merchant-side credentials for ``name`` (created on first use, kept in the state dir)."""
+        return dict(self._get(name).credentials())
+
+    async def aclose(self) -> None:
+        for deliverer in self._deliverers:
+            await deliverer.aclose()
+
+    def _get(self, name: str) -> Any:
+        try:
+            return self._simulators[name]
+        except KeyError:
+            raise KeyError(f"unknown simulator {name!r}; known: {', '.join(PROVIDERS)}") from None
+
+    async def _index(self, request: Request) -> Response:
+        return json_response({"simulators": {name: f"/{name}" for name in self._simulators}})
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        yield
+        await self.aclose()
+
+
+def credentials_for(state_dir: Path, name: str) -> dict[str, str]:
+    """Credentials without building the simulators' apps (the CLI's ``credentials`` command)."""
+    return Sandbox(state_dir).credentials(name)

@@ -1,0 +1,1 @@
+"""Durable state: SQLAlchemy tables, the engine, repositories and Alembic migrations."""

@@ -1,0 +1,288 @@
+"""Tables. Uniqueness lives in constraints, never in memory: any number of processes share one database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "ApiKey",
+    "App",
+    "AppCredential",
+    "Base",
+    "DataKey",
+    "Event",
+    "IdempotencyKey",
+    "InboundNotification",
+    "Order",
+    "OrderEvent",
+    "Refund",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+]
+
+_naming = {
+    "ix": "ix_%(column_0_N_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on every backend (SQLite keeps no zone; we store UTC and re-attach it)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+TZ = UTCDateTime()
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=_naming)
+    type_annotation_map = {dict: JSON, datetime: TZ}
+
+
+class DataKey(Base):
+    """Data encryption keys, wrapped by the master key (see :mod:`minigate.vault`)."""
+
+    __tablename__ = "data_keys"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    wrapped: Mapped[str] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+
+
+class App(Base):
+    __tablename__ = "apps"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[datetime]
+
+
+class ApiKey(Base):
+    """API keys are stored as SHA-256 digests; the clear key is shown once at creation."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"), index=True)
+    mode: Mapped[str] = mapped_column(String(8))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(24))          # "mg_test_…abcd"
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class AppCredential(Base):
+    """A provider configuration for one app and mode, sealed by the vault."""
+
+    __tablename__ = "app_credentials"
+    __table_args__ = (UniqueConstraint("app_id", "mode", "provider"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"))
+    mode: Mapped[str] = mapped_column(String(8))
+    provider: Mapped[str] = mapped_column(String(32))
+    sealed_config: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    __table_args__ = (
+        UniqueConstraint("app_id", "mode", "merchant_order_no"),
+        UniqueConstraint("provider", "out_trade_no"),
+        UniqueConstraint("provider", "provider_trade_id"),
+        Index("ix_orders_app_created", "app_id", "mode", "created_at"),
+        Index("ix_orders_next_check", "next_check_at"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"))
+    mode: Mapped[str] = mapped_column(String(8))
+    channel: Mapped[str] = mapped_column(String(32))
+    provider: Mapped[str] = mapped_column(String(32))
+    merchant_order_no: Mapped[str] = mapped_column(String(64))
+    out_trade_no: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    description: Mapped[str] = mapped_column(String(128))
+    #: creating | pending | paid | partially_refunded | refunded | closed
+    status: Mapped[str] = mapped_column(String(24), index=True)
+    amount_refunded: Mapped[int] = mapped_column(BigInteger, default=0)
+    amount_refund_pending: Mapped[int] = mapped_column(BigInteger, default=0)
+    payer_sealed: Mapped[str] = mapped_column(Text)
+    payer_hash: Mapped[str] = mapped_column(String(64), index=True)
+    provider_order_ref: Mapped[str | None] = mapped_column(String(128))
+    provider_trade_id: Mapped[str | None] = mapped_column(String(64))
+    #: what the mini-program passes to wx.requestPayment (signatures only, no secrets)
+    client_params: Mapped[dict | None] = mapped_column(JSON)
+    failure_code: Mapped[str | None] = mapped_column(String(64))
+    expires_at: Mapped[datetime]
+    paid_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    #: when the worker should ask the provider about this order (no notification yet / expiry)
+    next_check_at: Mapped[datetime | None]
+    check_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    metadata_: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Refund(Base):
+    __tablename__ = "refunds"
+    __table_args__ = (
+        UniqueConstraint("provider", "out_refund_no"),
+        Index("ix_refunds_next_check", "next_check_at"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"))
+    mode: Mapped[str] = mapped_column(String(8))
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), index=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    out_refund_no: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str | None] = mapped_column(String(80))
+    #: pending (not yet accepted by the provider) | processing | succeeded | failed
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    provider_refund_id: Mapped[str | None] = mapped_column(String(64))
+    failure_code: Mapped[str | None] = mapped_column(String(64))
+    next_check_at: Mapped[datetime | None]
+    check_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    metadata_: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
+    created_at: Mapped[datetime]
+    succeeded_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+
+class OrderEvent(Base):
+    """Append-only history of every state change of an order and its refunds."""
+
+    __tablename__ = "order_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), index=True)
+    refund_id: Mapped[str | None] = mapped_column(String(40))
+    type: Mapped[str] = mapped_column(String(48))
+    from_status: Mapped[str | None] = mapped_column(String(24))
+    to_status: Mapped[str | None] = mapped_column(String(24))
+    source: Mapped[str] = mapped_column(String(24))       # api | notification | query | worker
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime]
+
+
+class InboundNotification(Base):
+    """Every provider callback received, raw bytes kept; accepted ones deduplicated by provider event id."""
+
+    __tablename__ = "inbound_notifications"
+    __table_args__ = (UniqueConstraint("provider", "dedupe_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    app_id: Mapped[str | None] = mapped_column(String(40))
+    mode: Mapped[str | None] = mapped_column(String(8))
+    dedupe_key: Mapped[str | None] = mapped_column(String(160))
+    order_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    outcome: Mapped[str] = mapped_column(String(24))      # processed | rejected | ignored
+    error_code: Mapped[str | None] = mapped_column(String(48))
+    headers: Mapped[dict] = mapped_column(JSON, default=dict)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime]
+
+
+class Event(Base):
+    """Merchant-facing events (Stripe-style); written in the same transaction as the state change."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_app_created", "app_id", "mode", "created_at"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"))
+    mode: Mapped[str] = mapped_column(String(8))
+    type: Mapped[str] = mapped_column(String(48))
+    object_id: Mapped[str] = mapped_column(String(40), index=True)
+    data: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+
+
+class WebhookEndpoint(Base):
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"), index=True)
+    mode: Mapped[str] = mapped_column(String(8))
+    url: Mapped[str] = mapped_column(String(2048))
+    secret_sealed: Mapped[str] = mapped_column(Text)
+    enabled_events: Mapped[list[str]] = mapped_column(JSON)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+
+
+class WebhookDelivery(Base):
+    """The outbox: one row per (event, endpoint), drained by the worker with retries."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "endpoint_id"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id"))
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id"), index=True)
+    app_id: Mapped[str] = mapped_column(String(40))
+    #: pending | delivered | dead
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    locked_until: Mapped[datetime | None]
+    last_status_code: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+
+
+class IdempotencyKey(Base):
+    """Stripe semantics plus recovery points (Brandur): the key row is the lock and the replay store."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("app_id", "mode", "key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"))
+    mode: Mapped[str] = mapped_column(String(8))
+    key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    locked_until: Mapped[datetime | None]
+    recovery_point: Mapped[str] = mapped_column(String(32))
+    resource_id: Mapped[str | None] = mapped_column(String(40))
+    response_status: Mapped[int | None]
+    response_body: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(TZ, index=True)
