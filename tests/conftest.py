@@ -131,14 +131,41 @@ class Gateway:
         assert r.status_code == 200, r.text
         return dict(r.json())
 
+    @property
+    def sim(self) -> Any:
+        return self.rt.sandbox.wechatpay
+
+    async def settle(self) -> None:
+        """Let the sandbox finish its notifications."""
+        await self.rt.sandbox.wechatpay_deliverer.wait_idle()
+
+    async def add_webhook(self, events: list[str] | None = None) -> dict[str, Any]:
+        r = await self.http.post("/v1/webhook_endpoints", headers=self.auth,
+                                 json={"url": "http://merchant.example/hooks", "enabled_events": events or ["*"]})
+        assert r.status_code == 200, r.text
+        self.merchant.secrets.append(r.json()["secret"])
+        return dict(r.json())
+
+    async def count(self, table: Any) -> int:
+        from sqlalchemy import func, select
+
+        async with self.rt.db.transaction() as session:
+            return int((await session.execute(select(func.count()).select_from(table))).scalar_one())
+
     async def run_worker(self) -> int:
         return int(await self.app.state.worker.run_once())
 
 
+@pytest.fixture(scope="session")
+def sandbox_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Sandbox credentials (RSA keys) are made once per session; simulator state is per test, in memory."""
+    return tmp_path_factory.mktemp("sandbox")
+
+
 @pytest.fixture
-async def gateway(database_url: str, tmp_path: Path) -> AsyncIterator[Gateway]:
+async def gateway(database_url: str, tmp_path: Path, sandbox_dir: Path) -> AsyncIterator[Gateway]:
     settings = load_settings(data_dir=tmp_path / "data", database_url=database_url, public_url="http://gateway",
-                             sandbox_dir=tmp_path / "sandbox", sandbox_time_scale=0.0001, run_worker=False,
+                             sandbox_dir=sandbox_dir, sandbox_time_scale=0.0001, run_worker=False,
                              master_key="test-master-key-0123456789abcdef0123456789")
     merchant = MerchantReceiver()
     transport = RoutingTransport()

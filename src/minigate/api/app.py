@@ -9,11 +9,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Histogram
 
 from minigate import __version__
 from minigate.api import errors
+from minigate.api.limits import BodyLimitMiddleware
 from minigate.api.routes import misc, orders
 from minigate.config import Settings
 from minigate.services.runtime import Runtime
@@ -58,11 +58,6 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, migrate: b
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
-            return JSONResponse(errors.error_body("invalid_request_error", "body_too_large",
-                                                  f"request bodies are limited to {settings.max_body_bytes} bytes"),
-                                status_code=413)
         started = time.perf_counter()
         response = await call_next(request)
         route: Any = request.scope.get("route")
@@ -73,4 +68,5 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, migrate: b
         response.headers.setdefault("Cache-Control", "no-store")
         return response
 
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app

@@ -77,8 +77,8 @@ async def _serve(app: Any, port: int) -> uvicorn.Server:
     raise RuntimeError("server did not start")
 
 
-async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
+async def _until(check: Callable[[], Awaitable[bool]], within: float = 15.0) -> bool:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if await check():
             return True

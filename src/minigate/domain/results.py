@@ -23,7 +23,7 @@ __all__ = [
 T = TypeVar("T")
 
 
-class StandardCode(str, enum.Enum):
+class StandardCode(enum.StrEnum):
     """The closed set every provider's error codes map onto."""
 
     OK = "ok"
@@ -39,7 +39,7 @@ class StandardCode(str, enum.Enum):
     DECLINED = "declined"                        # any other business refusal
 
 
-class TradeState(str, enum.Enum):
+class TradeState(enum.StrEnum):
     PENDING = "pending"      # created, not paid (WeChat NOTPAY / USERPAYING)
     PAID = "paid"            # SUCCESS (refunds do not change this on the trade level)
     REFUNDED = "refunded"    # WeChat REFUND: paid, and at least one refund
@@ -47,7 +47,7 @@ class TradeState(str, enum.Enum):
     FAILED = "failed"        # PAYERROR
 
 
-class RefundState(str, enum.Enum):
+class RefundState(enum.StrEnum):
     PROCESSING = "processing"
     SUCCEEDED = "succeeded"
     FAILED = "failed"        # CLOSED / ABNORMAL on the provider side
@@ -106,7 +106,7 @@ class RefundStatus:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-class NotificationKind(str, enum.Enum):
+class NotificationKind(enum.StrEnum):
     PAYMENT = "payment"
     REFUND = "refund"
 

@@ -21,6 +21,8 @@ async def send(client: httpx.AsyncClient, request: httpx.Request, *, provider: s
     except httpx.TransportError as exc:
         raise ProviderUnavailable(f"{provider}: transport error ({type(exc).__name__})",
                                   provider=provider) from exc
+    if response.is_stream_consumed:   # a pre-read response (e.g. from httpx.MockTransport)
+        return response
     try:
         chunks: list[bytes] = []
         size = 0

@@ -24,8 +24,8 @@ from minigate.money import MAX_AMOUNT_FEN
 from minigate.providers.bases.payment import CreateOrderRequest
 from minigate.services import events
 from minigate.services.apps import AppContext
-from minigate.services.ids import new_id, new_out_no
 from minigate.services.idempotency import Idem, Response
+from minigate.services.ids import new_id, new_out_no
 from minigate.services.runtime import CHANNELS, Runtime
 from minigate.store.tables import Order, OrderEvent
 from minigate.vault import mask
@@ -120,7 +120,7 @@ async def lock_order(session: AsyncSession, order_id: str) -> Order:
 async def create_order(rt: Runtime, ctx: AppContext, new: NewOrder, idem: Idem) -> Response:
     _validate(new)
     provider_name = CHANNELS[new.channel]
-    provider = await rt.payment_provider(ctx.app_id, ctx.mode, provider_name)
+    await rt.payment_provider(ctx.app_id, ctx.mode, provider_name)   # unconfigured provider: refuse up front
     now = rt.now()
     if idem.resource_id is None:
         order = Order(

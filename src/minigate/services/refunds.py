@@ -18,8 +18,8 @@ from minigate.errors import InvalidRequest, NotFound
 from minigate.providers.bases.payment import RefundRequest
 from minigate.services import events
 from minigate.services.apps import AppContext
-from minigate.services.ids import new_id, new_out_no
 from minigate.services.idempotency import Idem, Response
+from minigate.services.ids import new_id, new_out_no
 from minigate.services.orders import get_order, lock_order, move, record
 from minigate.services.runtime import Runtime
 from minigate.store.tables import Order, Refund

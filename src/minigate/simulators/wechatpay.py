@@ -23,7 +23,7 @@ import secrets
 import string
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from minigate.domain.results import BillRow
 from minigate.providers.wechatpay import signing
+from minigate.providers.wechatpay.bill import render_trade_bill
 from minigate.simulators._core import (
     Clock,
     CredentialStore,
@@ -209,7 +211,11 @@ class WeChatPaySimulator:
         now = self.now()
         if not auth.timestamp.isdigit() or abs(now - int(auth.timestamp)) > TIMESTAMP_TOLERANCE:
             return "请求的时间戳已过期，请检查系统时间"
-        self._nonces = {n: t for n, t in self._nonces.items() if now - t <= 2 * TIMESTAMP_TOLERANCE}
+        while self._nonces:  # oldest first (insertion order): forget nonces outside the replay window
+            oldest, seen = next(iter(self._nonces.items()))
+            if now - seen <= 2 * TIMESTAMP_TOLERANCE:
+                break
+            del self._nonces[oldest]
         if not auth.nonce_str or auth.nonce_str in self._nonces:
             return "重复的请求：随机串已被使用"
         message = signing.request_message(request.method, canonical_url, auth.timestamp, auth.nonce_str, body)
@@ -732,25 +738,15 @@ def transaction_json(order: Order, merchant: dict[str, str]) -> dict[str, Any]:
     return body
 
 
-_BILL_HEADER = ("交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,"
-                "交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,"
-                "商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,"
-                "手续费,费率,订单金额,申请退款金额,费率备注")
-_BILL_TOTALS = "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额"
-
-
-def _yuan(fen: int) -> str:
-    return ("-" if fen < 0 else "") + f"{abs(fen) // 100}.{abs(fen) % 100:02d}"
-
-
 def _fee(fen: int) -> int:
     return (fen * 6 + 500) // 1000  # 0.6 % rate, rounded half up to the fen [guess: sandbox rate]
 
 
-def bill_csv(orders: Any, merchant: dict[str, str], bill_date: str, bill_type: str) -> bytes | None:
-    """The trade bill of §1.9 (UTF-8 with BOM, back-tick prefixed fields, yuan amounts). None: no rows."""
-    rows: list[list[str]] = []
-    totals = [0, 0, 0, 0, 0, 0]  # settle, refund, coupon refund, fee, order, applied refund
+def bill_csv(orders: Iterable[Order], merchant: dict[str, str], bill_date: str,
+             bill_type: str) -> bytes | None:
+    """The trade bill of §1.9, rendered by the client's own :func:`render_trade_bill`. None: no rows."""
+    rows: list[BillRow] = []
+    extra: dict[str, dict[str, str]] = {}
 
     def day(epoch: float | None) -> str:
         return time.strftime("%Y-%m-%d", time.gmtime((epoch or 0) + 8 * 3600))
@@ -761,27 +757,20 @@ def bill_csv(orders: Any, merchant: dict[str, str], bill_date: str, bill_type: s
     for order in orders:
         if order.transaction_id is None:
             continue
-        base = [stamp(order.success_time), order.params["appid"], merchant["mchid"], "0", "",
-                order.transaction_id, order.out_trade_no, order.params["payer"]["openid"], "JSAPI"]
-        tail = [order.params["description"], order.params.get("attach", "")]
+        extra[order.out_trade_no] = {"用户标识": order.params["payer"]["openid"], "付款银行": order.bank_type,
+                                     "商品名称": order.params["description"],
+                                     "商户数据包": order.params.get("attach", "")}
         if bill_type in ("ALL", "SUCCESS") and day(order.success_time) == bill_date:
-            fee = _fee(order.total)
-            rows.append([*base, "SUCCESS", order.bank_type, "CNY", _yuan(order.total), "0.00", "0", "0",
-                         "0.00", "0.00", "", "", *tail, _yuan(fee), "0.60%", _yuan(order.total), "0.00", ""])
-            for i, v in ((0, order.total), (3, fee), (4, order.total)):
-                totals[i] += v
+            rows.append(BillRow(trade_time=stamp(order.success_time), out_trade_no=order.out_trade_no,
+                                provider_trade_id=order.transaction_id, trade_state="SUCCESS",
+                                amount=order.total, fee=_fee(order.total)))
         for refund in order.refunds:
-            if bill_type not in ("ALL", "REFUND") or refund.success_time is None \
-                    or day(refund.success_time) != bill_date:
-                continue
-            fee = -_fee(refund.refund)
-            rows.append([*base, "REFUND", order.bank_type, "CNY", "0.00", "0.00", refund.refund_id,
-                         refund.out_refund_no, _yuan(refund.refund), "0.00", "ORIGINAL", "SUCCESS", *tail,
-                         _yuan(fee), "0.60%", "0.00", _yuan(refund.refund), ""])
-            for i, v in ((1, refund.refund), (3, fee), (5, refund.refund)):
-                totals[i] += v
+            if bill_type in ("ALL", "REFUND") and refund.success_time is not None \
+                    and day(refund.success_time) == bill_date:
+                rows.append(BillRow(trade_time=stamp(refund.success_time), out_trade_no=order.out_trade_no,
+                                    provider_trade_id=order.transaction_id, trade_state="REFUND",
+                                    amount=order.total, refund_amount=refund.refund,
+                                    out_refund_no=refund.out_refund_no, provider_refund_id=refund.refund_id))
     if not rows:
         return None
-    lines = [_BILL_HEADER] + [",".join("`" + v for v in row) for row in rows]
-    lines += [_BILL_TOTALS, ",".join("`" + v for v in [str(len(rows)), *(_yuan(t) for t in totals)])]
-    return ("\ufeff" + "\r\n".join(lines) + "\r\n").encode()
+    return render_trade_bill(rows, appid=merchant["appid"], mchid=merchant["mchid"], extra=extra)

@@ -176,6 +176,7 @@ def parse_trade_bill(content: bytes | str) -> list[BillRow]:
     if any(name not in index for name in needed):
         raise BillFormatError("bill header lacks a required column")
     rows: list[BillRow] = []
+    settled = 0
     totals: list[str] | None = None
     for number, line in enumerate(lines[1:], start=2):
         if line.startswith(TRAILER_HEADER[0]):
@@ -194,6 +195,7 @@ def parse_trade_bill(content: bytes | str) -> list[BillRow]:
         def col(name: str, f: Sequence[str] = fields) -> str:
             return f[index[name]]
 
+        settled += _fen(col("应结订单金额"), "应结订单金额") if "应结订单金额" in index else 0
         rows.append(BillRow(
             trade_time=col("交易时间"), out_trade_no=col("商户订单号"), provider_trade_id=col("微信订单号"),
             trade_state=col("交易状态"), amount=_fen(col("订单金额"), "订单金额"),
@@ -205,6 +207,8 @@ def parse_trade_bill(content: bytes | str) -> list[BillRow]:
     sums = dict(zip(TRAILER_HEADER, (_total(v) for v in totals), strict=True))
     if sums["总交易单数"] != len(rows):
         raise BillFormatError("bill row count differs from its totals line")
+    if "应结订单金额" in index and sums["应结订单总金额"] * 100 != settled:
+        raise BillFormatError("bill settlement total differs from its rows")
     if sums["订单总金额"] * 100 != sum(r.amount for r in rows):
         raise BillFormatError("bill order total differs from its rows")
     if sums["退款总金额"] * 100 != sum(r.refund_amount for r in rows):

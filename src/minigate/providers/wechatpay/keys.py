@@ -145,6 +145,11 @@ class VerificationKeyStore:
                 self._certs[signing.certificate_serial(cert)] = cert
 
     @property
+    def public_key_id(self) -> str | None:
+        """The ``PUB_KEY_ID_…`` this store can verify, if any (requests name it in ``Wechatpay-Serial``)."""
+        return next(iter(self._public), None)
+
+    @property
     def downloads_certificates(self) -> bool:
         return self._config.verify_mode in ("certificate", "mixed")
 

@@ -110,8 +110,8 @@ class WeChatPayProvider(PaymentProvider):
         if body is not None:
             headers["Content-Type"] = "application/json"
         serial = wechatpay_serial
-        if serial is None and send_serial and self.config.verify_mode != "certificate":
-            serial = self.config.platform_public_key_id
+        if serial is None and send_serial:      # answers then come signed with the public key we hold
+            serial = self.keys.public_key_id
         if serial:
             headers["Wechatpay-Serial"] = serial
         timeout = httpx.Timeout(self.config.request_timeout_seconds)
