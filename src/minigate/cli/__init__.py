@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from minigate.config import load_settings
+from minigate.config import Settings, load_settings
 from minigate.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from minigate.services.runtime import Runtime
 
 __all__ = ["app", "main"]
 
@@ -131,7 +134,7 @@ def demo(channel: Annotated[str, typer.Option(help="payment channel to walk thro
     raise typer.Exit(asyncio.run(run_demo(channel)))
 
 
-async def _first_run(settings):  # type: ignore[no-untyped-def]
+async def _first_run(settings: Settings) -> dict[str, str] | None:
     """Migrate; on an empty database create a first app so the newcomer has keys straight away."""
     from sqlalchemy import func, select
 
@@ -154,7 +157,7 @@ async def _first_run(settings):  # type: ignore[no-untyped-def]
         await rt.aclose()
 
 
-async def _runtime():  # type: ignore[no-untyped-def]
+async def _runtime() -> Runtime:
     from minigate.services.runtime import Runtime
     from minigate.store.migrate import upgrade
 
@@ -164,7 +167,7 @@ async def _runtime():  # type: ignore[no-untyped-def]
     return rt
 
 
-def _settings(**overrides):  # type: ignore[no-untyped-def]
+def _settings(**overrides: Any) -> Settings:
     try:
         return load_settings(**overrides)
     except ConfigurationError as exc:

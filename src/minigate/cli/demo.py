@@ -179,10 +179,24 @@ async def run_demo(channel: str) -> int:
                 step(13, "refund notification applied: refund succeeded", await _until(refunded))
                 step(14, "merchant webhook refund.succeeded received",
                      await _until(_has(receiver, "refund.succeeded")))
-                final = (await http.get(f"/v1/orders/{order['id']}", headers=auth)).json()
+                middle = (await http.get(f"/v1/orders/{order['id']}", headers=auth)).json()
                 step(15, "order is partially_refunded with ¥10.00 refunded",
-                     final.get("status") == "partially_refunded" and final.get("amount_refunded") == 1000)
-                step(16, "no webhook failed signature checks", receiver.rejected == 0,
+                     middle.get("status") == "partially_refunded" and middle.get("amount_refunded") == 1000)
+
+                r = await http.post("/v1/refunds", headers=auth | {"Idempotency-Key": str(uuid.uuid4())},
+                                    json={"order": order["id"], "reason": "customer changed their mind"})
+                rest = r.json()
+                step(16, "refund of everything left (¥15.00) accepted", r.status_code == 200 and
+                     rest.get("amount") == 1500, f"{rest.get('id')} {rest.get('status')}")
+
+                async def fully_refunded() -> bool:
+                    got = (await http.get(f"/v1/orders/{order['id']}", headers=auth)).json()
+                    return bool(got.get("status") == "refunded" and got.get("amount_refunded") == 2500)
+
+                step(17, "order is refunded in full (¥25.00)", await _until(fully_refunded))
+                step(18, "every webhook arrived once, each signature verified",
+                     await _until(_count(receiver, "refund.succeeded", 2)) and receiver.rejected == 0
+                     and receiver.types().count("order.paid") == 1,
                      f"events: {', '.join(receiver.types())}")
         finally:
             gateway.should_exit = True
@@ -199,6 +213,12 @@ async def run_demo(channel: str) -> int:
 def _has(receiver: _Receiver, type_: str) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return type_ in receiver.types()
+    return check
+
+
+def _count(receiver: _Receiver, type_: str, n: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return receiver.types().count(type_) >= n
     return check
 
 

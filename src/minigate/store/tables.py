@@ -73,7 +73,7 @@ TZ = UTCDateTime()
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=_naming)
-    type_annotation_map = {dict: JSON, datetime: TZ}
+    type_annotation_map = {dict[str, Any]: JSON, datetime: TZ}
 
 
 class DataKey(Base):
@@ -147,7 +147,7 @@ class Order(Base):
     provider_order_ref: Mapped[str | None] = mapped_column(String(128))
     provider_trade_id: Mapped[str | None] = mapped_column(String(64))
     #: what the mini-program passes to wx.requestPayment (signatures only, no secrets)
-    client_params: Mapped[dict | None] = mapped_column(JSON)
+    client_params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     failure_code: Mapped[str | None] = mapped_column(String(64))
     expires_at: Mapped[datetime]
     paid_at: Mapped[datetime | None]
@@ -155,7 +155,7 @@ class Order(Base):
     #: when the worker should ask the provider about this order (no notification yet / expiry)
     next_check_at: Mapped[datetime | None]
     check_attempts: Mapped[int] = mapped_column(Integer, default=0)
-    metadata_: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
@@ -181,7 +181,7 @@ class Refund(Base):
     failure_code: Mapped[str | None] = mapped_column(String(64))
     next_check_at: Mapped[datetime | None]
     check_attempts: Mapped[int] = mapped_column(Integer, default=0)
-    metadata_: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[datetime]
     succeeded_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
@@ -198,7 +198,7 @@ class OrderEvent(Base):
     from_status: Mapped[str | None] = mapped_column(String(24))
     to_status: Mapped[str | None] = mapped_column(String(24))
     source: Mapped[str] = mapped_column(String(24))       # api | notification | query | worker
-    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime]
 
 
@@ -215,7 +215,7 @@ class InboundNotification(Base):
     order_id: Mapped[str | None] = mapped_column(String(40), index=True)
     outcome: Mapped[str] = mapped_column(String(24))      # processed | rejected | ignored
     error_code: Mapped[str | None] = mapped_column(String(48))
-    headers: Mapped[dict] = mapped_column(JSON, default=dict)
+    headers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     body: Mapped[bytes] = mapped_column(LargeBinary)
     received_at: Mapped[datetime]
 
@@ -230,7 +230,7 @@ class Event(Base):
     mode: Mapped[str] = mapped_column(String(8))
     type: Mapped[str] = mapped_column(String(48))
     object_id: Mapped[str] = mapped_column(String(40), index=True)
-    data: Mapped[dict] = mapped_column(JSON)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime]
 
 
@@ -283,6 +283,6 @@ class IdempotencyKey(Base):
     recovery_point: Mapped[str] = mapped_column(String(32))
     resource_id: Mapped[str | None] = mapped_column(String(40))
     response_status: Mapped[int | None]
-    response_body: Mapped[dict | None] = mapped_column(JSON)
+    response_body: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime] = mapped_column(TZ, index=True)

@@ -66,6 +66,7 @@ def load_public_key(pem_or_b64: str | bytes) -> rsa.RSAPublicKey:
     """Load a WeChat Pay public key: SPKI PEM, or bare Base64 SPKI as shown in the merchant platform."""
     data = pem_or_b64.encode() if isinstance(pem_or_b64, str) else pem_or_b64
     data = data.strip()
+    key: object
     if b"-----BEGIN CERTIFICATE-----" in data:
         key = x509.load_pem_x509_certificate(data).public_key()
     elif data.startswith(b"-----"):
