@@ -124,7 +124,7 @@ class Gateway:
     async def pay(self, order: dict[str, Any]) -> None:
         r = await self.http.post("/sandbox/wechatpay/_sandbox/pay", json={"out_trade_no": order["out_trade_no"]})
         assert r.status_code == 200, r.text
-        await self.rt.sandbox.wechatpay_deliverer.wait_idle()
+        await self.rt.sandbox.wait_idle()
 
     async def order(self, order_id: str) -> dict[str, Any]:
         r = await self.http.get(f"/v1/orders/{order_id}", headers=self.auth)
@@ -137,7 +137,7 @@ class Gateway:
 
     async def settle(self) -> None:
         """Let the sandbox finish its notifications."""
-        await self.rt.sandbox.wechatpay_deliverer.wait_idle()
+        await self.rt.sandbox.wait_idle()
 
     async def add_webhook(self, events: list[str] | None = None) -> dict[str, Any]:
         r = await self.http.post("/v1/webhook_endpoints", headers=self.auth,

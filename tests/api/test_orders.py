@@ -231,3 +231,18 @@ async def test_openapi_describes_the_api(gateway: Gateway) -> None:
     spec = (await gateway.http.get("/openapi.json")).json()
     assert {"/v1/orders", "/v1/orders/{order_id}", "/v1/refunds", "/v1/webhook_endpoints",
             "/v1/wechat/login"} <= set(spec["paths"])
+
+
+async def test_login_errors_are_precise(gateway: Gateway) -> None:
+    r = await gateway.http.post("/v1/wechat/login", headers=gateway.auth, json={"code": "not-a-real-code"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_code"
+    code = (await gateway.http.post("/sandbox/wechat/_sandbox/login", json={"user": "erin"})).json()["code"]
+    assert (await gateway.http.post("/v1/wechat/login", headers=gateway.auth, json={"code": code})).status_code == 200
+    again = await gateway.http.post("/v1/wechat/login", headers=gateway.auth, json={"code": code})
+    assert again.status_code == 400 and again.json()["error"]["code"] == "code_used"
+    missing = await gateway.http.post("/v1/wechat/login", headers=gateway.auth, json={})
+    assert missing.status_code == 400 and missing.json()["error"]["code"] == "parameter_invalid"
+    assert "session_key" not in (await gateway.http.post(
+        "/v1/wechat/login", headers=gateway.auth,
+        json={"code": (await gateway.http.post("/sandbox/wechat/_sandbox/login", json={"user": "f"})).json()["code"]}
+    )).json()

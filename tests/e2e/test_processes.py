@@ -41,7 +41,8 @@ async def test_serve_first_run_prints_keys_and_takes_a_real_payment(serve_env: d
                                                                      tmp_path: Path) -> None:
     base = serve_env["MINIGATE_PUBLIC_URL"]
     with (tmp_path / "serve.out").open("w") as out:
-        proc = subprocess.Popen(cli("serve"), env=serve_env, stdout=out, stderr=subprocess.STDOUT)
+        proc = await asyncio.to_thread(subprocess.Popen, cli("serve"), env=serve_env, stdout=out,
+                                       stderr=subprocess.STDOUT)
     try:
         async with httpx.AsyncClient(base_url=base, timeout=10) as http:
             for _ in range(300):
@@ -77,8 +78,8 @@ async def test_serve_first_run_prints_keys_and_takes_a_real_payment(serve_env: d
             assert status == "paid"   # the simulator's callback crossed real HTTP into the gateway
 
             # a second app made by the CLI against the same database works on the running server
-            made = subprocess.run(cli("apps", "create", "Second shop"), env=serve_env, capture_output=True,
-                                  text=True, timeout=60, check=True)
+            made = await asyncio.to_thread(subprocess.run, cli("apps", "create", "Second shop"), env=serve_env,
+                                           capture_output=True, text=True, timeout=60, check=True)
             second = json.loads(made.stdout)
             assert set(second) == {"id", "name", "test_key", "live_key"} and second["name"] == "Second shop"
             other = {"Authorization": f"Bearer {second['test_key']}"}
@@ -86,9 +87,10 @@ async def test_serve_first_run_prints_keys_and_takes_a_real_payment(serve_env: d
             assert (await http.get("/v1/orders", headers=other)).json()["data"] == []
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        await asyncio.to_thread(proc.wait, timeout=20)
     # a second start does not make another app or print keys again
-    proc = subprocess.Popen(cli("serve"), env=serve_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = await asyncio.to_thread(subprocess.Popen, cli("serve"), env=serve_env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
     try:
         async with httpx.AsyncClient(base_url=base, timeout=10) as http:
             for _ in range(300):
@@ -99,7 +101,7 @@ async def test_serve_first_run_prints_keys_and_takes_a_real_payment(serve_env: d
                     await asyncio.sleep(0.05)
     finally:
         proc.terminate()
-        second_run, _ = proc.communicate(timeout=20)
+        second_run, _ = await asyncio.to_thread(proc.communicate, timeout=20)
     assert "test key:" not in second_run
 
 

@@ -76,7 +76,7 @@ class ProviderResult(Generic[T]):
 class Checkout:
     """What the mini-program needs to open the cashier, plus the provider's own id for the order."""
 
-    client_params: dict[str, str]
+    client_params: dict[str, Any]
     provider_order_ref: str | None = None   # WeChat prepay_id, Alipay trade_no, ...
 
 

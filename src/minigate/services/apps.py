@@ -13,15 +13,23 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from minigate.errors import AuthenticationFailed, InvalidRequest, NotFound
+from minigate.providers import registry
 from minigate.providers.wechat.config import WeChatMiniProgramConfig
-from minigate.providers.wechatpay.config import WeChatPayConfig
 from minigate.services.ids import new_id
 from minigate.services.runtime import Runtime
 from minigate.store.tables import ApiKey, App, AppCredential
 
 __all__ = ["AppContext", "CreatedApp", "authenticate", "create_app", "set_credentials"]
 
-_CONFIG_MODELS: dict[str, Any] = {"wechatpay": WeChatPayConfig, "wechat": WeChatMiniProgramConfig}
+#: login clients that are not payment providers
+_LOGIN_MODELS: dict[str, Any] = {"wechat": WeChatMiniProgramConfig}
+
+
+def _config_model(provider: str) -> Any:
+    spec = registry.payment_spec(provider)
+    if spec is not None:
+        return spec.validate
+    return _LOGIN_MODELS.get(provider)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +93,7 @@ async def authenticate(rt: Runtime, authorization: str | None) -> AppContext:
 
 async def set_credentials(rt: Runtime, *, app_id: str, mode: str, provider: str, config: dict[str, Any]) -> None:
     """Store (sealed) live credentials for a provider, after validating them against its config model."""
-    model = _CONFIG_MODELS.get(provider)
+    model = _config_model(provider)
     if model is None:
         raise InvalidRequest(f"unknown provider {provider!r}", param="provider")
     if mode not in ("test", "live"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -13,11 +12,10 @@ from sqlalchemy import select
 from minigate.config import Settings
 from minigate.errors import ConfigurationError, NotFound
 from minigate.logging import get_logger
+from minigate.providers import registry
 from minigate.providers.bases.payment import PaymentProvider
 from minigate.providers.wechat.config import WeChatMiniProgramConfig
 from minigate.providers.wechat.login import WeChatMiniProgramClient
-from minigate.providers.wechatpay.config import WeChatPayConfig
-from minigate.providers.wechatpay.provider import WeChatPayProvider
 from minigate.store.db import Database
 from minigate.store.tables import AppCredential, DataKey
 from minigate.vault import Vault, WrappedKey
@@ -27,7 +25,7 @@ __all__ = ["CHANNELS", "Runtime"]
 log = get_logger("minigate.runtime")
 
 #: channel -> provider name
-CHANNELS: dict[str, str] = {"wechat_mini": "wechatpay"}
+CHANNELS: dict[str, str] = registry.channels()
 
 
 def _utcnow() -> datetime:
@@ -116,32 +114,29 @@ class Runtime:
     def sandbox_config(self, provider: str) -> dict[str, Any]:
         if self.sandbox is None:
             raise ConfigurationError("the sandbox is not running")
-        creds = dict(self.sandbox.credentials("wechatpay"))
-        base = self.sandbox_base_url
-        if provider == "wechatpay":
-            return {
-                "mchid": creds["mchid"], "appid": creds["appid"],
-                "merchant_serial_no": creds["merchant_serial_no"],
-                "merchant_private_key": creds["merchant_private_key"], "apiv3_key": creds["apiv3_key"],
-                "platform_public_key": creds["platform_public_key"],
-                "platform_public_key_id": creds["platform_public_key_id"],
-                "platform_certificates": [creds["platform_certificate"]],
-                "verify_mode": "mixed", "base_url": f"{base}/wechatpay",
-            }
         if provider == "wechat":
             login = self.sandbox.credentials("wechat")
-            return {"appid": login["appid"], "app_secret": login["app_secret"], "base_url": f"{base}/wechat"}
-        raise NotFound(f"unknown provider {provider}", code="unknown_provider")
+            return {"appid": login["appid"], "app_secret": login["app_secret"],
+                    "base_url": f"{self.sandbox_base_url}/wechat"}
+        spec = registry.payment_spec(provider)
+        if spec is None:
+            raise NotFound(f"unknown provider {provider}", code="unknown_provider")
+        return spec.sandbox_config(self.sandbox_context())
+
+    def sandbox_context(self) -> registry.SandboxContext:
+        browser = self.settings.sandbox_url or f"{self.settings.public_url}/sandbox"
+        return registry.SandboxContext(credentials=self.sandbox.credentials, base_url=self.sandbox_base_url,
+                                       browser_url=browser.rstrip("/"))
 
     async def payment_provider(self, app_id: str, mode: str, provider: str) -> PaymentProvider:
         cache_key = ("sandbox" if mode == "test" else app_id, mode, provider)
         cached = self._providers.get(cache_key)
         if cached is not None:
             return cached  # type: ignore[no-any-return]
-        raw = await self.provider_config(app_id, mode, provider)
-        if provider != "wechatpay":
+        spec = registry.payment_spec(provider)
+        if spec is None:
             raise NotFound(f"unknown payment provider {provider}", code="unknown_provider")
-        instance = WeChatPayProvider(WeChatPayConfig(**raw), self.provider_client, clock=time.time)
+        instance = spec.build(await self.provider_config(app_id, mode, provider), self.provider_client)
         self._providers[cache_key] = instance
         return instance
 

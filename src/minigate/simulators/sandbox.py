@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,25 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
 from minigate.simulators._core import Clock, CredentialStore, Deliverer, Faults, json_response
-from minigate.simulators.wechat import WeChatSimulator
-from minigate.simulators.wechatpay import RETRY_SCHEDULE, WeChatPaySimulator
 
-__all__ = ["PROVIDERS", "Sandbox", "credentials_for"]
+__all__ = ["PROVIDERS", "REGISTRY", "Sandbox", "credentials_for"]
 
-#: Simulator names, which are also their mount prefixes (``/wechatpay``, ``/wechat``).
-PROVIDERS = ("wechatpay", "wechat")
+#: Every simulator: its name (also its mount prefix, ``/<name>``) -> ``"module:Class"``. A simulator class is
+#: built as ``Class(store, clock=..., faults=...)``, plus ``deliverer=`` when its module defines
+#: ``RETRY_SCHEDULE`` (the provider's notification retry delays, in seconds). Adding a provider is one line.
+REGISTRY: dict[str, str] = {
+    "wechatpay": "minigate.simulators.wechatpay:WeChatPaySimulator",
+    "wechat": "minigate.simulators.wechat:WeChatSimulator",
+}
+
+PROVIDERS = tuple(REGISTRY)
+
+
+def _load(path: str) -> tuple[Any, tuple[float, ...] | None]:
+    module_name, _, attr = path.partition(":")
+    module = importlib.import_module(module_name)
+    schedule = getattr(module, "RETRY_SCHEDULE", None)
+    return getattr(module, attr), (tuple(schedule) if schedule is not None else None)
 
 
 class Sandbox:
@@ -36,17 +49,40 @@ class Sandbox:
         self.state_dir = Path(state_dir)
         self.store = CredentialStore(self.state_dir)
         self.clock = clock or Clock()
-        self.wechatpay_deliverer = Deliverer(schedule=RETRY_SCHEDULE, time_scale=time_scale,
-                                             client=notify_client, clock=self.clock)
-        self.wechatpay = WeChatPaySimulator(self.store, clock=self.clock, deliverer=self.wechatpay_deliverer,
-                                            faults=Faults())
-        self.wechat = WeChatSimulator(self.store, clock=self.clock, faults=Faults())
-        self._simulators: dict[str, Any] = {"wechatpay": self.wechatpay, "wechat": self.wechat}
-        self._deliverers = [self.wechatpay_deliverer]
+        self.deliverers: dict[str, Deliverer] = {}
+        self._simulators: dict[str, Any] = {}
+        for name, path in REGISTRY.items():
+            cls, schedule = _load(path)
+            kwargs: dict[str, Any] = {"clock": self.clock, "faults": Faults()}
+            if schedule is not None:
+                kwargs["deliverer"] = self.deliverers[name] = Deliverer(
+                    schedule=schedule, time_scale=time_scale, client=notify_client, clock=self.clock)
+            self._simulators[name] = cls(self.store, **kwargs)
+        self._deliverers = list(self.deliverers.values())
         self.app: ASGIApp = Starlette(
             routes=[Route("/_sandbox", self._index, methods=["GET"]),
                     *(Mount(f"/{name}", app=sim.app) for name, sim in self._simulators.items())],
             lifespan=self._lifespan)
+
+    def simulator(self, name: str) -> Any:
+        return self._get(name)
+
+    @property
+    def wechatpay(self) -> Any:
+        return self._simulators["wechatpay"]
+
+    @property
+    def wechat(self) -> Any:
+        return self._simulators["wechat"]
+
+    @property
+    def wechatpay_deliverer(self) -> Deliverer:
+        return self.deliverers["wechatpay"]
+
+    async def wait_idle(self) -> None:
+        """Until no notification or delayed settlement is in flight in any simulator (tests)."""
+        for deliverer in self._deliverers:
+            await deliverer.wait_idle()
 
     @property
     def notify_client(self) -> httpx.AsyncClient | None:

@@ -9,6 +9,10 @@ Control routes (no Authorization; the sandbox is local): ``POST /_sandbox/pay``,
 /_sandbox/faults``, ``GET|POST /_sandbox/settings``, ``GET /_sandbox/orders/{out_trade_no}``,
 ``GET /_sandbox/notifications``.
 
+Layout: this module holds the app, authentication, routing, control routes and notification sending; the
+``/v3`` handlers are the :class:`~minigate.simulators._wechatpay_handlers.V3Handlers` mixin and the wire
+rules (records, validation, JSON, bill) live in :mod:`minigate.simulators._wechatpay_wire`.
+
 Guesses (see §5.1/§5.2 of the reference) are marked ``[guess]`` next to the error they produce.
 """
 
@@ -16,15 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import gzip
-import hashlib
 import re
 import secrets
-import string
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -32,9 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from minigate.domain.results import BillRow
 from minigate.providers.wechatpay import signing
-from minigate.providers.wechatpay.bill import render_trade_bill
 from minigate.simulators._core import (
     Clock,
     CredentialStore,
@@ -43,7 +41,6 @@ from minigate.simulators._core import (
     Outgoing,
     fault_routes,
     generate_rsa_private_key_pem,
-    is_local_notify_url,
     json_bytes,
     json_response,
     public_key_pem,
@@ -51,6 +48,22 @@ from minigate.simulators._core import (
     rfc3339,
     self_signed_certificate_pem,
 )
+from minigate.simulators._wechatpay_handlers import V3Handlers
+from minigate.simulators._wechatpay_wire import _ALNUM, _digits
+
+# The wire rules moved to ``_wechatpay_wire``; re-exported so ``wechatpay.Order`` etc. keep working.
+from minigate.simulators._wechatpay_wire import BILL_TOKEN_TTL as BILL_TOKEN_TTL
+from minigate.simulators._wechatpay_wire import PREPAY_TTL as PREPAY_TTL
+from minigate.simulators._wechatpay_wire import Order as Order
+from minigate.simulators._wechatpay_wire import Problem as Problem
+from minigate.simulators._wechatpay_wire import Refund as Refund
+from minigate.simulators._wechatpay_wire import Reply as Reply
+from minigate.simulators._wechatpay_wire import bill_csv as bill_csv
+from minigate.simulators._wechatpay_wire import err as err
+from minigate.simulators._wechatpay_wire import parse_time as parse_time
+from minigate.simulators._wechatpay_wire import transaction_json as transaction_json
+from minigate.simulators._wechatpay_wire import validate_prepay as validate_prepay
+from minigate.simulators._wechatpay_wire import validate_refund as validate_refund
 
 __all__ = ["CALLBACK_KEYS", "RETRY_SCHEDULE", "MERCHANT_FIELDS", "WeChatPaySimulator", "create_credentials"]
 
@@ -60,13 +73,6 @@ MERCHANT_FIELDS = ("mchid", "appid", "app_secret", "merchant_serial_no", "mercha
                    "platform_public_key", "platform_public_key_id", "platform_certificate")
 CALLBACK_KEYS = ("auto", "public_key", "certificate", "mixed")
 TIMESTAMP_TOLERANCE = 300
-PREPAY_TTL = 7200
-BILL_TOKEN_TTL = 300  # [guess] the real download_url lifetime is not documented in the reference
-_ALNUM = string.ascii_letters + string.digits
-
-
-def _digits(n: int) -> str:
-    return "".join(secrets.choice(string.digits) for _ in range(n))
 
 
 def create_credentials() -> dict[str, Any]:
@@ -106,25 +112,10 @@ def _error(status: int, code: str, message: str, request_id: str, detail: dict[s
     return json_response(body, status, {"Request-ID": request_id})
 
 
-@dataclass
-class Reply:
-    status: int = 200
-    json: Any = None
-    raw: bytes | None = None
-    signed: bool = True
-    key: str | None = None  # force "certificate" / "public_key"
-    error: tuple[int, str, str] | None = None
-    detail: dict[str, Any] | None = field(default=None)
-
-
-def err(status: int, code: str, message: str, detail: dict[str, Any] | None = None) -> Reply:
-    return Reply(error=(status, code, message), detail=detail)
-
-
 Handler = Callable[[Request, "re.Match[str]", bytes], Awaitable[Reply]]
 
 
-class WeChatPaySimulator:
+class WeChatPaySimulator(V3Handlers):
     """One simulated merchant account. ``app`` is the ASGI app (mount it anywhere)."""
 
     name = "wechatpay"
@@ -263,202 +254,6 @@ class WeChatPaySimulator:
             "application/json" if reply.raw is None else "application/octet-stream")
         return Response(raw if reply.status != 204 else b"", reply.status, headers, media_type=media)
 
-    # ------------------------------------------------------------------ orders
-
-    def order(self, out_trade_no: str) -> Order | None:
-        """The order, after lazily applying ``time_expire`` (auto-close)."""
-        order = self.orders.get(out_trade_no)
-        if order is not None and order.trade_state == "NOTPAY" and order.time_expire is not None \
-                and self.now() >= order.time_expire:
-            order.trade_state = "CLOSED"
-        return order
-
-    async def _prepay(self, request: Request, match: re.Match[str], body: bytes) -> Reply:
-        data = await read_json_object(request)
-        if data is None:
-            return err(400, "PARAM_ERROR", "请求的JSON格式不正确")
-        problem = validate_prepay(data, self.merchant)
-        if problem is not None:
-            return err(*problem)
-        now = self.now()
-        order = self.order(data["out_trade_no"])
-        if order is not None:
-            if order.trade_state in ("SUCCESS", "REFUND"):
-                return err(400, "ORDERPAID", "该订单已支付")  # [guess] §5.1: the v3 string code
-            if order.trade_state == "CLOSED":
-                return err(400, "ORDER_CLOSED", "订单已关闭")
-            if order.params != data:
-                return err(400, "INVALID_REQUEST", "请求重入时，参数与首次请求时不一致")
-            if now >= order.prepay_expires_at:
-                order.prepay_id, order.prepay_expires_at = _prepay_id(now), now + PREPAY_TTL
-            return Reply(json={"prepay_id": order.prepay_id})
-        expire = parse_time(data["time_expire"]) if "time_expire" in data else None
-        order = Order(params=data, created_at=now, prepay_id=_prepay_id(now),
-                      prepay_expires_at=now + PREPAY_TTL, time_expire=expire)
-        self.orders[order.out_trade_no] = order
-        return Reply(json={"prepay_id": order.prepay_id})
-
-    def _check_mchid(self, request: Request) -> Reply | None:
-        mchid = request.query_params.get("mchid")
-        if not mchid:
-            return err(400, "PARAM_ERROR", "缺少参数mchid", {"field": "mchid", "location": "query"})
-        if mchid != self.merchant["mchid"]:
-            return err(400, "PARAM_ERROR", "mchid与请求签名中的商户号不一致")
-        return None
-
-    async def _query_by_out_trade_no(self, request: Request, match: re.Match[str], body: bytes) -> Reply:
-        problem = self._check_mchid(request)
-        if problem is not None:
-            return problem
-        order = self.order(match.group(1))
-        if order is None:
-            return err(404, "ORDER_NOT_EXIST", "订单不存在")
-        return Reply(json=transaction_json(order, self.merchant))
-
-    async def _query_by_id(self, request: Request, match: re.Match[str], body: bytes) -> Reply:
-        problem = self._check_mchid(request)
-        if problem is not None:
-            return problem
-        for order in self.orders.values():
-            if order.transaction_id == match.group(1):
-                return Reply(json=transaction_json(order, self.merchant))
-        return err(404, "ORDER_NOT_EXIST", "订单不存在")
-
-    async def _close(self, request: Request, match: re.Match[str], body: bytes) -> Reply:
-        data = await read_json_object(request)
-        if data is None:
-            return err(400, "PARAM_ERROR", "请求的JSON格式不正确")
-        if data.get("mchid") != self.merchant["mchid"]:
-            return err(400, "PARAM_ERROR", "mchid与请求签名中的商户号不一致")
-        order = self.order(match.group(1))
-        if order is None:
-            return err(404, "ORDER_NOT_EXIST", "订单不存在")
-        if order.trade_state in ("SUCCESS", "REFUND"):
-            return err(400, "ORDERPAID", "订单已支付，不能关闭")  # [guess] §5.1
-        order.trade_state = "CLOSED"  # closing a closed order again answers 204 as well [guess]
-        return Reply(status=204)
-
-    def pay(self, out_trade_no: str, *, bank_type: str = "OTHERS") -> tuple[int, dict[str, Any]]:
-        """The simulated payer confirms: NOTPAY + live prepay -> SUCCESS, then TRANSACTION.SUCCESS is sent."""
-        order = self.order(out_trade_no)
-        now = self.now()
-        if order is None:
-            return 404, {"code": "ORDER_NOT_EXIST", "message": "no such order"}
-        if order.trade_state != "NOTPAY":
-            return 409, {"code": "ORDER_NOT_PAYABLE", "message": f"trade_state is {order.trade_state}"}
-        if now >= order.prepay_expires_at:
-            return 409, {"code": "PREPAY_EXPIRED", "message": "prepay_id expired (valid 2 hours)"}
-        order.trade_state, order.success_time, order.bank_type = "SUCCESS", now, bank_type
-        order.transaction_id = "42000" + _digits(5) + time.strftime("%Y%m%d", time.gmtime(now + 8 * 3600)) \
-            + _digits(10)
-        plain = transaction_json(order, self.merchant)
-        event_id = self.notify(order.notify_url, "TRANSACTION.SUCCESS", "支付成功", "transaction", plain)
-        return 200, {"out_trade_no": out_trade_no, "transaction_id": order.transaction_id,
-                     "trade_state": "SUCCESS", "notification_id": event_id}
-
-    # ------------------------------------------------------------------ refunds
-
-    async def _refund(self, request: Request, match: re.Match[str], body: bytes) -> Reply:
-        data = await read_json_object(request)
-        if data is None:
-            return err(400, "PARAM_ERROR", "请求的JSON格式不正确")
-        problem = validate_refund(data)
-        if problem is not None:
-            return err(*problem)
-        order = self.order(data["out_trade_no"]) if "out_trade_no" in data else next(
-            (o for o in self.orders.values() if o.transaction_id == data["transaction_id"]), None)
-        if order is None:
-            return err(404, "RESOURCE_NOT_EXISTS", "订单不存在")
-        amount = data["amount"]
-        existing = self.refunds.get(data["out_refund_no"])
-        if existing is not None:
-            if (existing.out_trade_no, existing.refund, existing.total) != (
-                    order.out_trade_no, amount["refund"], amount["total"]):
-                # [guess] v2 answered REFUND_FEE_MISMATCH with this text
-                return err(400, "INVALID_REQUEST", "订单金额或退款金额与之前请求不一致，请核实后再试")
-            self.settle_refund(existing)
-            return Reply(json=existing.as_json(order))
-        if order.trade_state not in ("SUCCESS", "REFUND"):
-            return err(400, "INVALID_REQUEST", "订单未支付或已关闭，不能退款")  # [guess]
-        if amount["total"] != order.total:
-            return err(400, "INVALID_REQUEST", "订单金额与原订单金额不一致")  # [guess]
-        live = [r for r in order.refunds if r.status != "CLOSED"]
-        if len(order.refunds) >= 50:
-            return err(403, "RULE_LIMIT", "该订单部分退款次数已达上限（50次）")  # [guess]
-        if sum(r.refund for r in live) + amount["refund"] > order.total:
-            return err(400, "INVALID_REQUEST", "申请退款金额超过订单可退金额")  # [guess] v2: INVALID_REQUEST
-        delay = float(self.settings["refund_delay_seconds"]) * self.deliverer.time_scale
-        now = self.now()
-        refund = Refund(out_refund_no=data["out_refund_no"], out_trade_no=order.out_trade_no,
-                        refund_id="50" + _digits(9) + time.strftime("%Y%m%d", time.gmtime(now + 8 * 3600))
-                        + _digits(10), refund=amount["refund"], total=order.total,
-                        notify_url=data.get("notify_url"), reason=data.get("reason", ""),
-                        created_at=now, due_at=now + delay)
-        self.refunds[refund.out_refund_no] = refund
-        order.refunds.append(refund)
-        order.trade_state = "REFUND"
-        reply = refund.as_json(order)
-
-        async def settle() -> None:
-            self.settle_refund(refund, force=True)
-
-        self.deliverer.later(float(self.settings["refund_delay_seconds"]), settle)
-        return Reply(json=reply)
-
-    def settle_refund(self, refund: Refund, *, force: bool = False) -> None:
-        if refund.status != "PROCESSING" or not (force or self.now() >= refund.due_at):
-            return
-        refund.status, refund.success_time = "SUCCESS", self.now()
-        order = self.orders[refund.out_trade_no]
-        if refund.notify_url:
-            self.notify(refund.notify_url, "REFUND.SUCCESS", "退款成功", "refund", refund.notify_json(order))
-
-    async def _query_refund(self, request: Request, match: re.Match[str], body: bytes) -> Reply:
-        refund = self.refunds.get(match.group(1))
-        if refund is None:
-            return err(404, "RESOURCE_NOT_EXISTS", "退款单不存在")
-        self.settle_refund(refund)
-        return Reply(json=refund.as_json(self.orders[refund.out_trade_no]))
-
-    # ------------------------------------------------------------------ certificates, bills
-
-    async def _certificates(self, request: Request, match: re.Match[str], body: bytes) -> Reply:
-        nonce = "".join(secrets.choice(_ALNUM) for _ in range(12))
-        pem = self.merchant["platform_certificate"].strip()
-        item = {"serial_no": self._keys["certificate"][1],
-                "effective_time": rfc3339(self._cert.not_valid_before_utc.timestamp()),
-                "expire_time": rfc3339(self._cert.not_valid_after_utc.timestamp()),
-                "encrypt_certificate": {"algorithm": "AEAD_AES_256_GCM", "nonce": nonce,
-                                        "associated_data": "certificate",
-                                        "ciphertext": signing.aes_gcm_encrypt(self._apiv3_key, nonce,
-                                                                              "certificate", pem)}}
-        return Reply(json={"data": [item]}, key="certificate")
-
-    async def _tradebill(self, request: Request, match: re.Match[str], body: bytes) -> Reply:
-        params = request.query_params
-        bill_date, bill_type = params.get("bill_date", ""), params.get("bill_type", "ALL")
-        tar_type = params.get("tar_type")
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", bill_date):
-            return err(400, "PARAM_ERROR", "账单日期格式不正确", {"field": "bill_date", "location": "query"})
-        if bill_type not in ("ALL", "SUCCESS", "REFUND") or tar_type not in (None, "GZIP"):
-            return err(400, "PARAM_ERROR", "bill_type或tar_type取值不正确")
-        content = bill_csv(self.orders.values(), self.merchant, bill_date, bill_type)
-        if content is None:
-            return err(400, "NO_STATEMENT_EXIST", "要查询的账单文件不存在")
-        token = secrets.token_urlsafe(24)
-        data = gzip.compress(content, mtime=0) if tar_type == "GZIP" else content
-        self._bills[token] = (data, self.now() + BILL_TOKEN_TTL)
-        url = request.url.replace(path=request.scope.get("root_path", "") + "/v3/billdownload/file",
-                                  query=f"token={token}")
-        return Reply(json={"hash_type": "SHA1", "hash_value": hashlib.sha1(content).hexdigest(),  # noqa: S324
-                           "download_url": str(url)})
-
-    async def _billdownload(self, request: Request, match: re.Match[str], body: bytes) -> Reply:
-        entry = self._bills.get(request.query_params.get("token", ""))
-        if entry is None or self.now() > entry[1]:
-            return err(400, "INVALID_REQUEST", "下载链接已失效，请重新申请")  # [guess]
-        return Reply(raw=entry[0], signed=False)
-
     # ------------------------------------------------------------------ control routes (/_sandbox)
 
     def _control_routes(self) -> list[Route]:
@@ -541,10 +336,6 @@ class WeChatPaySimulator:
         return event_id
 
 
-def _prepay_id(now: float) -> str:
-    return "wx" + time.strftime("%Y%m%d%H%M%S", time.gmtime(now + 8 * 3600)) + secrets.token_hex(9)
-
-
 def _path_below_mount(request: Request) -> str:
     """The provider path as the client signed it: the raw path as received, minus the mount prefix."""
     scope = request.scope
@@ -553,224 +344,3 @@ def _path_below_mount(request: Request) -> str:
     if root and raw.startswith(root):
         raw = raw[len(root):]
     return raw.decode("latin-1")
-
-
-# ---------------------------------------------------------------------- wire rules (§1.4, §1.6, §1.8, §1.9)
-
-_OUT_TRADE_NO = re.compile(r"[0-9A-Za-z_\-*|]{6,32}")
-_OUT_REFUND_NO = re.compile(r"[0-9A-Za-z_\-*|@]{1,64}")
-Problem = tuple[int, str, str, dict[str, Any]]
-
-
-def _param(field_path: str, issue: str, value: Any = None) -> Problem:
-    detail = {"field": field_path, "value": value, "issue": issue, "location": "body"}
-    return 400, "PARAM_ERROR", f"参数错误：{field_path} {issue}", detail
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def parse_time(value: Any) -> float | None:
-    """RFC 3339 with an offset -> epoch seconds (None if malformed)."""
-    import datetime as dt
-
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed.timestamp() if parsed.tzinfo is not None else None
-
-
-def _check_notify_url(url: Any, field_path: str = "/notify_url") -> Problem | None:
-    if not isinstance(url, str) or not url or len(url) > 255:
-        return _param(field_path, "必须是不超过255字符的URL", url)
-    if "?" in url or not is_local_notify_url(url):
-        return _param(field_path, "必须为https地址（沙箱另接受回环地址的http），且不能携带参数", url)
-    return None
-
-
-def validate_prepay(data: dict[str, Any], merchant: dict[str, str]) -> Problem | None:
-    for name in ("appid", "mchid", "description", "out_trade_no", "notify_url", "amount", "payer"):
-        if name not in data:
-            return _param(f"/{name}", "缺少必填字段")
-    if data["mchid"] != merchant["mchid"]:
-        return 400, "PARAM_ERROR", "mchid与请求签名中的商户号不一致", {"field": "/mchid", "location": "body"}
-    if data["appid"] != merchant["appid"]:
-        return 400, "APPID_MCHID_NOT_MATCH", "appid和mch_id不匹配", {"field": "/appid", "location": "body"}
-    description = data["description"]
-    if not isinstance(description, str) or not 1 <= len(description) <= 127:
-        return _param("/description", "长度必须为1到127个字符", description)
-    if not isinstance(data["out_trade_no"], str) or not _OUT_TRADE_NO.fullmatch(data["out_trade_no"]):
-        return _param("/out_trade_no", "必须为6-32位数字、字母、_-*|", data["out_trade_no"])
-    problem = _check_notify_url(data["notify_url"])
-    if problem is not None:
-        return problem
-    amount = data["amount"]
-    if not isinstance(amount, dict) or not _is_int(amount.get("total")) or amount["total"] < 1:
-        return _param("/amount/total", "必须为大于0的整数（单位：分）", amount)
-    if amount.get("currency", "CNY") != "CNY":
-        return _param("/amount/currency", "仅支持CNY", amount.get("currency"))
-    payer = data["payer"]
-    if not isinstance(payer, dict) or not isinstance(payer.get("openid"), str) or not payer["openid"]:
-        return _param("/payer/openid", "缺少必填字段", payer)
-    if "attach" in data and (not isinstance(data["attach"], str) or len(data["attach"]) > 128):
-        return _param("/attach", "长度不能超过128个字符", data["attach"])
-    if "time_expire" in data and parse_time(data["time_expire"]) is None:
-        return _param("/time_expire", "必须为rfc3339格式，如2018-06-08T10:34:56+08:00", data["time_expire"])
-    return None
-
-
-def validate_refund(data: dict[str, Any]) -> Problem | None:
-    if not isinstance(data.get("out_refund_no"), str) or not _OUT_REFUND_NO.fullmatch(data["out_refund_no"]):
-        return _param("/out_refund_no", "必须为1-64位数字、字母、_-|*@", data.get("out_refund_no"))
-    if ("out_trade_no" in data) == ("transaction_id" in data):
-        return _param("/out_trade_no", "transaction_id与out_trade_no必须二选一")
-    ref = data.get("out_trade_no", data.get("transaction_id"))
-    if not isinstance(ref, str) or not ref:
-        return _param("/out_trade_no", "必须为非空字符串", ref)
-    amount = data.get("amount")
-    if not isinstance(amount, dict):
-        return _param("/amount", "缺少必填字段")
-    for name in ("refund", "total"):
-        if not _is_int(amount.get(name)) or amount[name] < 1:
-            return _param(f"/amount/{name}", "必须为大于0的整数（单位：分）", amount.get(name))
-    if amount.get("currency") != "CNY":
-        return _param("/amount/currency", "必填，仅支持CNY", amount.get("currency"))
-    if "notify_url" in data:
-        problem = _check_notify_url(data["notify_url"])
-        if problem is not None:
-            return problem
-    if "reason" in data and (not isinstance(data["reason"], str) or len(data["reason"]) > 80):
-        return _param("/reason", "长度不能超过80个字符", data["reason"])
-    return None
-
-
-@dataclass
-class Refund:
-    out_refund_no: str
-    out_trade_no: str
-    refund_id: str
-    refund: int
-    total: int
-    notify_url: str | None
-    reason: str
-    created_at: float
-    due_at: float
-    status: str = "PROCESSING"
-    success_time: float | None = None
-
-    def _amount(self) -> dict[str, Any]:
-        return {"total": self.total, "refund": self.refund, "payer_total": self.total,
-                "payer_refund": self.refund}
-
-    def as_json(self, order: Order) -> dict[str, Any]:
-        """The Refund object of §1.8."""
-        body: dict[str, Any] = {
-            "refund_id": self.refund_id, "out_refund_no": self.out_refund_no,
-            "transaction_id": order.transaction_id, "out_trade_no": self.out_trade_no,
-            "channel": "ORIGINAL", "user_received_account": "支付用户零钱",
-            "create_time": rfc3339(self.created_at), "status": self.status, "funds_account": "AVAILABLE",
-            "amount": self._amount() | {"settlement_refund": self.refund, "settlement_total": self.total,
-                                        "discount_refund": 0, "currency": "CNY", "refund_fee": 0, "from": []},
-            "promotion_detail": [],
-        }
-        if self.success_time is not None:
-            body["success_time"] = rfc3339(self.success_time)
-        return body
-
-    def notify_json(self, order: Order) -> dict[str, Any]:
-        """The decrypted resource of a REFUND.SUCCESS notification (§1.8)."""
-        return {"mchid": order.params["mchid"], "transaction_id": order.transaction_id,
-                "out_trade_no": self.out_trade_no, "refund_id": self.refund_id,
-                "out_refund_no": self.out_refund_no, "refund_status": self.status,
-                "success_time": rfc3339(self.success_time or self.created_at),
-                "user_received_account": "支付用户零钱", "amount": self._amount()}
-
-
-@dataclass
-class Order:
-    params: dict[str, Any]
-    created_at: float
-    prepay_id: str
-    prepay_expires_at: float
-    time_expire: float | None = None
-    trade_state: str = "NOTPAY"
-    transaction_id: str | None = None
-    success_time: float | None = None
-    bank_type: str = "OTHERS"
-    refunds: list[Refund] = field(default_factory=list)
-
-    @property
-    def out_trade_no(self) -> str:
-        return str(self.params["out_trade_no"])
-
-    @property
-    def total(self) -> int:
-        return int(self.params["amount"]["total"])
-
-    @property
-    def notify_url(self) -> str:
-        return str(self.params["notify_url"])
-
-
-_STATE_DESC = {"NOTPAY": "订单未支付", "SUCCESS": "支付成功", "REFUND": "转入退款", "CLOSED": "订单已关闭"}
-
-
-def transaction_json(order: Order, merchant: dict[str, str]) -> dict[str, Any]:
-    """The Transaction object of §1.6; unpaid orders omit transaction_id, success_time, payer, payer_total."""
-    paid = order.transaction_id is not None
-    body: dict[str, Any] = {"appid": order.params["appid"], "mchid": merchant["mchid"],
-                            "out_trade_no": order.out_trade_no}
-    if paid:
-        body["transaction_id"] = order.transaction_id
-    body |= {"trade_type": "JSAPI", "trade_state": order.trade_state,
-             "trade_state_desc": _STATE_DESC[order.trade_state], "attach": order.params.get("attach", "")}
-    if paid:
-        body |= {"bank_type": order.bank_type, "success_time": rfc3339(order.success_time or 0),
-                 "payer": {"openid": order.params["payer"]["openid"]}}
-    amount: dict[str, Any] = {"total": order.total}
-    if paid:
-        amount["payer_total"] = order.total
-    body["amount"] = amount | {"currency": "CNY", "payer_currency": "CNY"}
-    return body
-
-
-def _fee(fen: int) -> int:
-    return (fen * 6 + 500) // 1000  # 0.6 % rate, rounded half up to the fen [guess: sandbox rate]
-
-
-def bill_csv(orders: Iterable[Order], merchant: dict[str, str], bill_date: str,
-             bill_type: str) -> bytes | None:
-    """The trade bill of §1.9, rendered by the client's own :func:`render_trade_bill`. None: no rows."""
-    rows: list[BillRow] = []
-    extra: dict[str, dict[str, str]] = {}
-
-    def day(epoch: float | None) -> str:
-        return time.strftime("%Y-%m-%d", time.gmtime((epoch or 0) + 8 * 3600))
-
-    def stamp(epoch: float | None) -> str:
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime((epoch or 0) + 8 * 3600))
-
-    for order in orders:
-        if order.transaction_id is None:
-            continue
-        extra[order.out_trade_no] = {"用户标识": order.params["payer"]["openid"], "付款银行": order.bank_type,
-                                     "商品名称": order.params["description"],
-                                     "商户数据包": order.params.get("attach", "")}
-        if bill_type in ("ALL", "SUCCESS") and day(order.success_time) == bill_date:
-            rows.append(BillRow(trade_time=stamp(order.success_time), out_trade_no=order.out_trade_no,
-                                provider_trade_id=order.transaction_id, trade_state="SUCCESS",
-                                amount=order.total, fee=_fee(order.total)))
-        for refund in order.refunds:
-            if bill_type in ("ALL", "REFUND") and refund.success_time is not None \
-                    and day(refund.success_time) == bill_date:
-                rows.append(BillRow(trade_time=stamp(refund.success_time), out_trade_no=order.out_trade_no,
-                                    provider_trade_id=order.transaction_id, trade_state="REFUND",
-                                    amount=order.total, refund_amount=refund.refund,
-                                    out_refund_no=refund.out_refund_no, provider_refund_id=refund.refund_id))
-    if not rows:
-        return None
-    return render_trade_bill(rows, appid=merchant["appid"], mchid=merchant["mchid"], extra=extra)

@@ -11,7 +11,7 @@ import pytest
 from minigate.domain.results import BillRow
 from minigate.errors import ProviderUnavailable
 from minigate.providers.wechatpay import bill
-from tests.providers.wechatpay.test_provider import FakeWeChat, make_provider, wire_response
+from tests.providers.wechatpay.fake_wechat import FakeWeChat, make_provider, wire_response
 
 ROWS = [
     BillRow(

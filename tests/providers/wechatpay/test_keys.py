@@ -13,8 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from minigate.domain.results import TradeState
 from minigate.errors import ConfigurationError, ProviderMisconfigured, ProviderUnavailable
 from minigate.providers.wechatpay.keys import VerificationKeyStore
-from tests.providers.wechatpay.test_notifications import callback
-from tests.providers.wechatpay.test_provider import (
+from tests.providers.wechatpay.fake_wechat import (
     C_WXGO,
     C_WXGO_PEM,
     K_WXGO,
@@ -29,6 +28,7 @@ from tests.providers.wechatpay.test_provider import (
     make_cert,
     make_provider,
 )
+from tests.providers.wechatpay.test_notifications import callback
 
 NEW_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 NEW_CERT = make_cert(NEW_KEY, 0x3D7A5E21C0FFEE01, not_after=datetime(2030, 1, 1, tzinfo=UTC))

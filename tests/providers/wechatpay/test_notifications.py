@@ -13,7 +13,7 @@ from minigate.domain.results import NotificationKind, RefundState, TradeState
 from minigate.errors import NotificationRejected
 from minigate.providers.wechatpay import signing
 from minigate.providers.wechatpay.provider import WeChatPayProvider
-from tests.providers.wechatpay.test_provider import (
+from tests.providers.wechatpay.fake_wechat import (
     APIV3,
     C_WXGO,
     C_WXGO_PEM,

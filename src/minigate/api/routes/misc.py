@@ -11,11 +11,15 @@ from sqlalchemy import select, text
 from minigate.api.deps import AppDep, RuntimeDep
 from minigate.api.schemas import WebhookEndpointCreate, WeChatLogin
 from minigate.errors import InvalidRequest, NotFound
+from minigate.providers import registry
 from minigate.providers.wechat.login import LoginError
 from minigate.services import events, notifications
 from minigate.store.tables import Event
 
 router = APIRouter()
+
+#: WeChat login refusals that are not the caller's fault
+_LOGIN_STATUS = {"busy": 503, "rate_limited": 429}
 
 
 @router.get("/v1/events", tags=["events"], summary="List events, newest first")
@@ -68,14 +72,16 @@ async def wechat_login(body: WeChatLogin, rt: RuntimeDep, ctx: AppDep) -> dict[s
     try:
         session = await client.code2session(body.code)
     except LoginError as exc:
-        raise InvalidRequest(exc.message, code=exc.code, param="code") from None
+        error = InvalidRequest(exc.message, code=exc.code, param="code")
+        error.http_status = _LOGIN_STATUS.get(exc.code, 400)
+        raise error from None
     return {"object": "wechat_session", "openid": session.openid, "unionid": session.unionid}
 
 
 @router.post("/notify/{provider}/{mode}/{app_id}", include_in_schema=False)
 async def provider_notification(provider: str, mode: str, app_id: str, request: Request,
                                 rt: RuntimeDep) -> Response:
-    if provider != "wechatpay":
+    if registry.payment_spec(provider) is None:
         raise NotFound("no such notification route", code="route_not_found")
     body = await request.body()
     reply = await notifications.handle_notification(rt, provider_name=provider, mode=mode, app_id=app_id,

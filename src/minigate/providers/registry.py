@@ -1,0 +1,89 @@
+"""Which payment providers exist, which channels they serve, and how the sandbox configures them.
+
+A provider is registered here (or, for third-party packages, under the ``minigate.providers`` entry-point
+group with an object shaped like :class:`PaymentSpec`). Nothing else in the service layer names a provider.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+
+from minigate.providers.bases.payment import PaymentProvider
+
+__all__ = ["PaymentSpec", "SandboxContext", "channels", "payment_spec", "payment_specs"]
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxContext:
+    """Where the sandbox is: what providers call (``base_url``) and what browsers open (``browser_url``)."""
+
+    credentials: Callable[[str], dict[str, str]]
+    base_url: str              # e.g. http://sandbox (in-process) or http://127.0.0.1:8900 (external)
+    browser_url: str           # e.g. http://127.0.0.1:8000/sandbox
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentSpec:
+    name: str
+    channels: frozenset[str]
+    provider: str              # "module:Class", built as Class(config, client)
+    config: str                # "module:Model"
+    sandbox_config: Callable[[SandboxContext], dict[str, Any]]
+
+    def build(self, raw: Mapping[str, Any], client: httpx.AsyncClient) -> PaymentProvider:
+        config_cls: type[BaseModel] = _load(self.config)
+        provider_cls: Callable[[BaseModel, httpx.AsyncClient], PaymentProvider] = _load(self.provider)
+        return provider_cls(config_cls(**raw), client)
+
+    def validate(self, raw: Mapping[str, Any]) -> BaseModel:
+        config_cls: type[BaseModel] = _load(self.config)
+        return config_cls(**raw)
+
+
+def _load(path: str) -> Any:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _wechatpay_sandbox(ctx: SandboxContext) -> dict[str, Any]:
+    creds = ctx.credentials("wechatpay")
+    return {
+        "mchid": creds["mchid"], "appid": creds["appid"], "merchant_serial_no": creds["merchant_serial_no"],
+        "merchant_private_key": creds["merchant_private_key"], "apiv3_key": creds["apiv3_key"],
+        "platform_public_key": creds["platform_public_key"],
+        "platform_public_key_id": creds["platform_public_key_id"],
+        "platform_certificates": [creds["platform_certificate"]],
+        "verify_mode": "mixed", "base_url": f"{ctx.base_url}/wechatpay",
+    }
+
+
+_BUILTIN: tuple[PaymentSpec, ...] = (
+    PaymentSpec(name="wechatpay", channels=frozenset({"wechat_mini"}),
+                provider="minigate.providers.wechatpay.provider:WeChatPayProvider",
+                config="minigate.providers.wechatpay.config:WeChatPayConfig",
+                sandbox_config=_wechatpay_sandbox),
+)
+
+
+def payment_specs() -> dict[str, PaymentSpec]:
+    specs = {spec.name: spec for spec in _BUILTIN}
+    for entry in entry_points(group="minigate.providers"):
+        spec = entry.load()
+        specs.setdefault(spec.name, spec)
+    return specs
+
+
+def payment_spec(name: str) -> PaymentSpec | None:
+    return payment_specs().get(name)
+
+
+def channels() -> dict[str, str]:
+    """channel -> provider name"""
+    return {channel: spec.name for spec in payment_specs().values() for channel in spec.channels}
