@@ -309,18 +309,22 @@ class WeChatPaySimulator(V3Handlers):
 
     # ------------------------------------------------------------------ notifications
 
-    def notify(self, url: str, event_type: str, summary: str, original_type: str,
-               plain: dict[str, Any]) -> str:
-        """Encrypt ``plain``, sign, hand to the deliverer. Returns the event id (stable across retries)."""
-        event_id = str(uuid.uuid4())
+    def _event(self, event_type: str, summary: str, original_type: str,
+               plain: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        """The notification envelope of §1.7 around ``plain``, AES-256-GCM-encrypted with the APIv3 key."""
         nonce = "".join(secrets.choice(_ALNUM) for _ in range(12))
-        event = {"id": event_id, "create_time": rfc3339(self.now()), "resource_type": "encrypt-resource",
+        event = {"id": str(uuid.uuid4()), "create_time": rfc3339(self.now()), "resource_type": "encrypt-resource",
                  "event_type": event_type, "summary": summary,
                  "resource": {"original_type": original_type, "algorithm": "AEAD_AES_256_GCM",
                               "ciphertext": signing.aes_gcm_encrypt(self._apiv3_key, nonce, original_type,
                                                                     json_bytes(plain)),
                               "associated_data": original_type, "nonce": nonce}}
-        body = json_bytes(event)
+        return event, json_bytes(event)
+
+    def notify(self, url: str, event_type: str, summary: str, original_type: str,
+               plain: dict[str, Any]) -> str:
+        """Encrypt ``plain``, sign, hand to the deliverer. Returns the event id (stable across retries)."""
+        event, body = self._event(event_type, summary, original_type, plain)
         key_name = self._choose_key(None)
 
         def build(variant: str) -> Outgoing:
@@ -331,9 +335,28 @@ class WeChatPaySimulator(V3Handlers):
             return Outgoing(sent, headers | {"Content-Type": "application/json",
                                              "Request-ID": uuid.uuid4().hex.upper()})
 
-        self.deliverer.submit(event_id=event_id, url=url, event_type=event_type, build=build,
+        self.deliverer.submit(event_id=event["id"], url=url, event_type=event_type, build=build,
                               fault=self.faults.take_notify())
-        return event_id
+        return str(event["id"])
+
+    def build_notification(self, out_trade_no: str, **overrides: Any) -> tuple[bytes, dict[str, str]]:
+        """A genuinely encrypted and signed ``TRANSACTION.SUCCESS`` for this order with fields overridden.
+
+        Not sent: tests use it to forge callbacks that pass the signature check but carry wrong content.
+        """
+        order = self.order(out_trade_no)
+        if order is None:
+            raise KeyError(out_trade_no)
+        plain = transaction_json(order, self.merchant) | {
+            "trade_state": "SUCCESS", "trade_state_desc": "支付成功", "bank_type": "OTHERS",
+            "transaction_id": order.transaction_id or "42000" + _digits(23),
+            "success_time": rfc3339(self.now()), "payer": {"openid": order.params["payer"]["openid"]},
+            "amount": {"total": order.total, "payer_total": order.total, "currency": "CNY",
+                       "payer_currency": "CNY"}}
+        plain |= overrides
+        _, body = self._event("TRANSACTION.SUCCESS", "支付成功", "transaction", plain)
+        headers = self.signed_headers(self._choose_key(None), body)
+        return body, headers | {"Content-Type": "application/json"}
 
 
 def _path_below_mount(request: Request) -> str:

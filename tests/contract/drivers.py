@@ -1,0 +1,55 @@
+"""Per-channel drivers for the payment contract suite: the few things that differ between providers.
+
+A new payment provider plugs into the suite by adding one driver here: how the payer opens the cashier, and
+which notification fields carry the amount and the merchant identity. Everything else is the public API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.conftest import Gateway
+
+
+@dataclass(frozen=True)
+class Driver:
+    channel: str
+    provider: str
+    #: overrides that make a genuinely signed notification carry another amount / another merchant
+    wrong_amount: dict[str, Any]
+    wrong_merchant: dict[str, Any]
+    payer_field: str = "openid"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def sim(self, gw: Gateway) -> Any:
+        return gw.rt.sandbox.simulator(self.provider)
+
+    async def open_cashier(self, gw: Gateway, order: dict[str, Any]) -> None:
+        """What the mini-program does with the order before the payer can pay (most channels: nothing)."""
+
+    async def pay(self, gw: Gateway, order: dict[str, Any]) -> Any:
+        await self.open_cashier(gw, order)
+        r = await gw.http.post(f"/sandbox/{self.provider}/_sandbox/pay", json={"out_trade_no": order["out_trade_no"]})
+        await gw.rt.sandbox.wait_idle()
+        return r
+
+    def forge(self, gw: Gateway, order: dict[str, Any], **overrides: Any) -> tuple[bytes, dict[str, str]]:
+        body, headers = self.sim(gw).build_notification(order["out_trade_no"], **overrides)
+        return bytes(body), dict(headers)
+
+    def tamper(self, body: bytes) -> bytes:
+        """Alter a signed notification after signing, keeping it well-formed."""
+        raise NotImplementedError
+
+
+class WeChatDriver(Driver):
+    def tamper(self, body: bytes) -> bytes:
+        return body.replace(b'"summary":"', b'"summary":"X', 1)
+
+
+DRIVERS: list[Driver] = [
+    WeChatDriver(channel="wechat_mini", provider="wechatpay",
+                 wrong_amount={"amount": {"total": 1, "payer_total": 1, "currency": "CNY", "payer_currency": "CNY"}},
+                 wrong_merchant={"mchid": "1900000000"}),
+]
