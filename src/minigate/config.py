@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     sandbox_time_scale: float = 1.0
     #: Use an external ``minigate sandbox serve`` (e.g. http://127.0.0.1:8900) instead of the in-process one.
     sandbox_url: str | None = None
+    #: Mount the sandbox (simulators and their unauthenticated control routes) under /sandbox.
+    #: Default: yes in test mode, no in live mode (a production port carries no payer remote control).
+    expose_sandbox: bool | None = None
     #: Run the background worker (webhooks, active queries) inside ``serve``.
     run_worker: bool = True
     worker_poll_seconds: float = 0.5
@@ -105,6 +108,10 @@ class Settings(BaseSettings):
     @property
     def effective_sandbox_dir(self) -> Path:
         return self.sandbox_dir or (self.data_dir / "sandbox")
+
+    @property
+    def sandbox_exposed(self) -> bool:
+        return self.mode == "test" if self.expose_sandbox is None else self.expose_sandbox
 
     @property
     def uses_default_master_key(self) -> bool:

@@ -91,11 +91,15 @@ class OperationNotSupported(ProviderError):
 class NotificationRejected(MinigateError):
     """A callback that must not change state. ``code`` is machine-readable, ``message`` is safe to log."""
 
-    def __init__(self, code: str, message: str, *, http_status: int = 400) -> None:
+    def __init__(self, code: str, message: str, *, http_status: int = 400, order_id: str | None = None,
+                 details: dict[str, Any] | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.http_status = http_status
+        #: set when the callback was matched to an order (e.g. an amount mismatch): kept with the record
+        self.order_id = order_id
+        self.details = details or {}
 
 
 class ApiError(MinigateError):

@@ -122,7 +122,10 @@ def test_serve_mounts_every_simulator(tmp_path: Path) -> None:
             except httpx.TransportError:
                 assert time.monotonic() < deadline and proc.poll() is None
                 time.sleep(0.1)
-        assert index.json() == {"simulators": {"wechatpay": "/wechatpay", "wechat": "/wechat"}}
+        from minigate.simulators.sandbox import PROVIDERS
+
+        assert index.json() == {"simulators": {name: f"/{name}" for name in PROVIDERS}}
+        assert {"wechatpay", "wechat"} <= set(PROVIDERS)
         assert httpx.get(base + "/wechatpay/_sandbox/settings").json()["time_scale"] == 0.5
         code = httpx.post(base + "/wechat/_sandbox/login", json={"user": "u"}).json()["code"]
         creds = json.loads((tmp_path / "wechatpay.json").read_text())["merchant"]

@@ -36,7 +36,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, migrate: b
         if migrate:
             await upgrade(rt.db.engine)
         await rt.start()
-        if rt.sandbox is not None and rt.settings.sandbox_url is None:
+        if rt.sandbox is not None and rt.settings.sandbox_url is None and settings.sandbox_exposed:
             app.mount("/sandbox", rt.sandbox.app)
         worker = Worker(rt, poll_seconds=settings.worker_poll_seconds)
         task = asyncio.create_task(worker.run()) if worker_enabled else None

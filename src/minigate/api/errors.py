@@ -30,7 +30,12 @@ def install(app: FastAPI) -> None:
                             status_code=exc.http_status)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        content_type = request.headers.get("content-type", "")
+        if request.method in ("POST", "PUT", "PATCH") and content_type and "json" not in content_type:
+            return JSONResponse(error_body("invalid_request_error", "unsupported_media_type",
+                                           "send the body as JSON with Content-Type: application/json"),
+                                status_code=415)
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
         code = "invalid_json" if first.get("type") == "json_invalid" else "parameter_invalid"

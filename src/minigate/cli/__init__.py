@@ -57,9 +57,9 @@ def serve(host: Annotated[str | None, typer.Option(help="interface to listen on"
         typer.echo(f"    live key: {first['live_key']}  (accepted only with MINIGATE_MODE=live)")
     typer.echo(f"""
   Try it (test mode talks to the built-in sandbox):
-    curl -s {base}/v1/orders -H 'Authorization: Bearer <test key>' -H 'Idempotency-Key: 1' \\
-      -d '{{"channel":"wechat_mini","amount":100,"description":"Latte","merchant_order_no":"A1",\\
-           "payer":{{"openid":"oDemoUser"}}}}'
+    curl -s {base}/v1/orders -H 'Authorization: Bearer <test key>' -H 'Idempotency-Key: order-A1' \\
+      -H 'Content-Type: application/json' -d '{{"channel":"wechat_mini","amount":100,"description":"Latte",\\
+      "merchant_order_no":"A1","payer":{{"openid":"oDemoUser"}}}}'
     curl -s {base}/sandbox/wechatpay/_sandbox/pay -d '{{"out_trade_no":"<out_trade_no from above>"}}'
   API docs: {base}/docs   ·   more apps: minigate apps create NAME   ·   full tour: minigate demo
 """)
@@ -108,22 +108,35 @@ def apps_set_credentials(
     app_id: Annotated[str, typer.Argument(help="the app id (app_…)")],
     provider: Annotated[str, typer.Argument(help="wechatpay or wechat")],
     file: Annotated[typer.FileText, typer.Option("--file", help="JSON file with the provider's fields")],
-    mode: Annotated[str, typer.Option(help="live (default) or test")] = "live",
+    mode: Annotated[str, typer.Option(help="live (default), or test to use a provider's own test environment "
+                                            "instead of the built-in sandbox")] = "live",
 ) -> None:
     """Store a provider's live credentials for an app, encrypted at rest."""
+    from minigate.errors import ApiError
     from minigate.services.apps import set_credentials
 
-    config = json.load(file)
+    try:
+        config = json.load(file)
+    except json.JSONDecodeError as exc:
+        typer.echo(f"error: {file.name} is not JSON ({exc.msg} at line {exc.lineno})", err=True)
+        raise typer.Exit(2) from None
+    if not isinstance(config, dict):
+        typer.echo("error: the credentials file must hold one JSON object", err=True)
+        raise typer.Exit(2)
 
-    async def run() -> None:
+    async def run() -> list[str]:
         rt = await _runtime()
         try:
-            await set_credentials(rt, app_id=app_id, mode=mode, provider=provider, config=config)
+            return await set_credentials(rt, app_id=app_id, mode=mode, provider=provider, config=config)
         finally:
             await rt.aclose()
 
-    asyncio.run(run())
-    typer.echo(f"{provider} credentials stored for {app_id} ({mode})")
+    try:
+        stored = asyncio.run(run())
+    except ApiError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"credentials stored for {app_id} ({mode}): {', '.join(stored)}")
 
 
 @app.command()

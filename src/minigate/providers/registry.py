@@ -36,15 +36,23 @@ class PaymentSpec:
     provider: str              # "module:Class", built as Class(config, client)
     config: str                # "module:Model"
     sandbox_config: Callable[[SandboxContext], dict[str, Any]]
+    #: "module:function" turning a credentials JSON into (config, {other provider: config}); optional
+    normalise: str | None = None
+
+    def split_credentials(self, raw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        if self.normalise is None:
+            return dict(raw), {}
+        result: tuple[dict[str, Any], dict[str, dict[str, Any]]] = _load(self.normalise)(dict(raw))
+        return result
 
     def build(self, raw: Mapping[str, Any], client: httpx.AsyncClient) -> PaymentProvider:
         config_cls: type[BaseModel] = _load(self.config)
         provider_cls: Callable[[BaseModel, httpx.AsyncClient], PaymentProvider] = _load(self.provider)
         return provider_cls(config_cls(**raw), client)
 
-    def validate(self, raw: Mapping[str, Any]) -> BaseModel:
-        config_cls: type[BaseModel] = _load(self.config)
-        return config_cls(**raw)
+    def config_model(self) -> type[BaseModel]:
+        model: type[BaseModel] = _load(self.config)
+        return model
 
 
 def _load(path: str) -> Any:
@@ -68,7 +76,8 @@ _BUILTIN: tuple[PaymentSpec, ...] = (
     PaymentSpec(name="wechatpay", channels=frozenset({"wechat_mini"}),
                 provider="minigate.providers.wechatpay.provider:WeChatPayProvider",
                 config="minigate.providers.wechatpay.config:WeChatPayConfig",
-                sandbox_config=_wechatpay_sandbox),
+                sandbox_config=_wechatpay_sandbox,
+                normalise="minigate.providers.wechatpay.config:from_credentials"),
 )
 
 

@@ -28,7 +28,7 @@ _LOGIN_MODELS: dict[str, Any] = {"wechat": WeChatMiniProgramConfig}
 def _config_model(provider: str) -> Any:
     spec = registry.payment_spec(provider)
     if spec is not None:
-        return spec.validate
+        return spec.config_model()
     return _LOGIN_MODELS.get(provider)
 
 
@@ -91,34 +91,51 @@ async def authenticate(rt: Runtime, authorization: str | None) -> AppContext:
     return AppContext(app_id=row.app_id, mode=row.mode)
 
 
-async def set_credentials(rt: Runtime, *, app_id: str, mode: str, provider: str, config: dict[str, Any]) -> None:
-    """Store (sealed) live credentials for a provider, after validating them against its config model."""
-    model = _config_model(provider)
-    if model is None:
-        raise InvalidRequest(f"unknown provider {provider!r}", param="provider")
+async def set_credentials(rt: Runtime, *, app_id: str, mode: str, provider: str, config: dict[str, Any]) -> list[str]:
+    """Validate and store (sealed) credentials for a provider. Returns the providers configured.
+
+    A credentials JSON may carry more than one provider's settings (WeChat Pay's includes the mini-program
+    app secret used for login); each part is validated against its own model before anything is stored.
+    """
     if mode not in ("test", "live"):
         raise InvalidRequest("mode must be test or live", param="mode")
-    try:
-        validated = model(**config)
-    except ValidationError as exc:
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
-        raise InvalidRequest(f"invalid {provider} credentials: {fields}", param="config") from None
-    plain = json.loads(validated.model_dump_json())
-    for key, value in validated:
-        if hasattr(value, "get_secret_value"):
-            plain[key] = value.get_secret_value()
-    sealed = rt.vault.seal(json.dumps(plain), context=f"credentials:{provider}")
+    spec = registry.payment_spec(provider)
+    parts: dict[str, dict[str, Any]] = {provider: dict(config)}
+    if spec is not None:
+        main, others = spec.split_credentials(config)
+        parts = {provider: main, **others}
+    sealed: dict[str, str] = {}
+    for name, raw in parts.items():
+        model = _config_model(name)
+        if model is None:
+            raise InvalidRequest(f"unknown provider {name!r}", param="provider")
+        try:
+            validated = model(**raw)
+        except ValidationError as exc:
+            fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+            raise InvalidRequest(f"invalid {name} credentials: {fields}", param="config") from None
+        problems = validated.problems() if mode == "live" and hasattr(validated, "problems") else []
+        if problems:
+            raise InvalidRequest(f"{name} credentials would not work: " + "; ".join(problems), param="config")
+        plain = json.loads(validated.model_dump_json())
+        for key, value in validated:
+            if hasattr(value, "get_secret_value"):
+                plain[key] = value.get_secret_value()
+        sealed[name] = rt.vault.seal(json.dumps(plain), context=f"credentials:{name}")
     async with rt.db.transaction() as session:
         app = await session.get(App, app_id)
         if app is None:
             raise NotFound("no such app", code="app_not_found")
-        row = (await session.execute(select(AppCredential).where(
-            AppCredential.app_id == app_id, AppCredential.mode == mode,
-            AppCredential.provider == provider))).scalar_one_or_none()
-        if row is None:
-            session.add(AppCredential(app_id=app_id, mode=mode, provider=provider, sealed_config=sealed,
-                                      updated_at=rt.now()))
-        else:
-            row.sealed_config = sealed
-            row.updated_at = rt.now()
-    rt.forget_provider(app_id, mode, provider)
+        for name, value in sealed.items():
+            row = (await session.execute(select(AppCredential).where(
+                AppCredential.app_id == app_id, AppCredential.mode == mode,
+                AppCredential.provider == name))).scalar_one_or_none()
+            if row is None:
+                session.add(AppCredential(app_id=app_id, mode=mode, provider=name, sealed_config=value,
+                                          updated_at=rt.now()))
+            else:
+                row.sealed_config = value
+                row.updated_at = rt.now()
+    for name in sealed:
+        rt.forget_provider(app_id, mode, name)
+    return sorted(sealed)

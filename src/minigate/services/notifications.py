@@ -17,7 +17,7 @@ from minigate.providers.bases.payment import NotificationReply, PaymentProvider
 from minigate.services.orders import apply_trade_status, lock_order
 from minigate.services.refunds import apply_refund_status
 from minigate.services.runtime import Runtime
-from minigate.store.tables import App, InboundNotification, Order, Refund
+from minigate.store.tables import App, InboundNotification, Order, OrderEvent, Refund
 
 __all__ = ["handle_notification"]
 
@@ -83,7 +83,9 @@ async def _transition(rt: Runtime, session: Any, provider_name: str, app_id: str
         order = await lock_order(session, order_id)
         outcome = await apply_trade_status(rt, session, order, notification.trade, source="notification")
         if outcome == "amount_mismatch":
-            raise NotificationRejected("amount_mismatch", "notified amount differs from the order amount")
+            raise NotificationRejected("amount_mismatch", "notified amount differs from the order amount",
+                                       order_id=order.id, details={"expected": order.amount,
+                                                                   "reported": notification.trade.amount_total})
         return order, outcome
     if notification.kind is NotificationKind.REFUND and notification.refund is not None:
         refund = (await session.execute(select(Refund).where(
@@ -95,7 +97,9 @@ async def _transition(rt: Runtime, session: Any, provider_name: str, app_id: str
         outcome = await apply_refund_status(rt, session, order, refund, notification.refund,
                                             source="notification")
         if outcome == "amount_mismatch":
-            raise NotificationRejected("amount_mismatch", "notified refund amount differs from the refund")
+            raise NotificationRejected("amount_mismatch", "notified refund amount differs from the refund",
+                                       order_id=order.id, details={"refund": refund.id, "expected": refund.amount,
+                                                                   "reported": notification.refund.amount})
         return order, outcome
     raise NotificationRejected("unsupported_event", "notification kind not handled")
 
@@ -104,11 +108,15 @@ async def _reject(rt: Runtime, provider: PaymentProvider | None, provider_name: 
                   mode: str | None, headers: Mapping[str, str], body: bytes,
                   exc: NotificationRejected) -> NotificationReply:
     """Nothing changes but a record of the attempt (raw bytes kept for the investigation)."""
-    log.warning("notification rejected", provider=provider_name, error_code=exc.code, reason=exc.message)
+    log.warning("notification rejected", provider=provider_name, error_code=exc.code, reason=exc.message,
+                order_id=exc.order_id)
     async with rt.db.transaction() as session:
         session.add(InboundNotification(provider=provider_name, app_id=app_id, mode=mode, dedupe_key=None,
-                                        order_id=None, outcome="rejected", error_code=exc.code,
+                                        order_id=exc.order_id, outcome="rejected", error_code=exc.code,
                                         headers=_headers_to_keep(headers), body=body, received_at=rt.now()))
+        if exc.order_id is not None:   # an alert on the order's timeline: never fulfilled, to be looked at
+            session.add(OrderEvent(order_id=exc.order_id, type=f"notification.{exc.code}", source="notification",
+                                   data=exc.details, created_at=rt.now()))
     if provider is None:
         return NotificationReply(exc.http_status, f'{{"code":"FAIL","message":"{exc.code}"}}'.encode())
     reply = provider.nack(exc.code, exc.message)

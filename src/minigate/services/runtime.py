@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +22,10 @@ from minigate.store.db import Database
 from minigate.store.tables import AppCredential, DataKey
 from minigate.vault import Vault, WrappedKey
 
-__all__ = ["CHANNELS", "Runtime"]
+__all__ = ["CHANNELS", "CREDENTIALS_RECHECK_SECONDS", "Runtime"]
+
+#: how often a cached provider client re-checks that its stored credentials did not change
+CREDENTIALS_RECHECK_SECONDS = 30.0
 
 log = get_logger("minigate.runtime")
 
@@ -49,7 +54,8 @@ class Runtime:
                                                 timeout=settings.webhook_timeout_seconds,
                                                 follow_redirects=False)
         self._provider_client: httpx.AsyncClient | None = None
-        self._providers: dict[tuple[str, str, str], Any] = {}
+        #: (app, mode, provider) -> (credentials version, client, checked at)
+        self._providers: dict[tuple[str, str, str], tuple[str, Any, float]] = {}
 
     # -- life cycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -97,19 +103,25 @@ class Runtime:
             self._provider_client = httpx.AsyncClient(timeout=10.0)
         return self._provider_client
 
-    async def provider_config(self, app_id: str, mode: str, provider: str) -> dict[str, Any]:
-        if mode == "test":
-            return self.sandbox_config(provider)
+    async def _stored_config(self, app_id: str, mode: str, provider: str) -> tuple[str, dict[str, Any]] | None:
         async with self.db.transaction() as session:
             row = (await session.execute(select(AppCredential).where(
                 AppCredential.app_id == app_id, AppCredential.mode == mode,
                 AppCredential.provider == provider))).scalar_one_or_none()
         if row is None:
-            raise NotFound(f"no live {provider} credentials configured for this app",
-                           code="provider_not_configured")
-        import json
+            return None
         config: dict[str, Any] = json.loads(self.vault.open(row.sealed_config, context=f"credentials:{provider}"))
-        return config
+        return row.sealed_config, config
+
+    async def provider_config(self, app_id: str, mode: str, provider: str) -> tuple[str, dict[str, Any]]:
+        """(version, config): stored credentials for the app and mode; test mode falls back to the sandbox."""
+        stored = await self._stored_config(app_id, mode, provider)
+        if stored is not None:
+            return stored
+        if mode == "test":
+            return "sandbox", self.sandbox_config(provider)
+        raise NotFound(f"no live {provider} credentials configured for this app (minigate apps set-credentials)",
+                       code="provider_not_configured")
 
     def sandbox_config(self, provider: str) -> dict[str, Any]:
         if self.sandbox is None:
@@ -128,26 +140,34 @@ class Runtime:
         return registry.SandboxContext(credentials=self.sandbox.credentials, base_url=self.sandbox_base_url,
                                        browser_url=browser.rstrip("/"))
 
+    async def _cached(self, app_id: str, mode: str, provider: str, build: Callable[[dict[str, Any]], Any]) -> Any:
+        """One client per (app, mode, provider), rebuilt when its stored credentials change (checked at most
+        every ``CREDENTIALS_RECHECK_SECONDS``, so ``apps set-credentials`` in another process takes effect)."""
+        key = (app_id, mode, provider)
+        now = time.monotonic()
+        cached = self._providers.get(key)
+        if cached is not None and now - cached[2] < CREDENTIALS_RECHECK_SECONDS:
+            return cached[1]
+        version, raw = await self.provider_config(app_id, mode, provider)
+        if cached is not None and cached[0] == version:
+            self._providers[key] = (version, cached[1], now)
+            return cached[1]
+        instance = build(raw)
+        self._providers[key] = (version, instance, now)
+        return instance
+
     async def payment_provider(self, app_id: str, mode: str, provider: str) -> PaymentProvider:
-        cache_key = ("sandbox" if mode == "test" else app_id, mode, provider)
-        cached = self._providers.get(cache_key)
-        if cached is not None:
-            return cached  # type: ignore[no-any-return]
         spec = registry.payment_spec(provider)
         if spec is None:
             raise NotFound(f"unknown payment provider {provider}", code="unknown_provider")
-        instance = spec.build(await self.provider_config(app_id, mode, provider), self.provider_client)
-        self._providers[cache_key] = instance
+        instance: PaymentProvider = await self._cached(app_id, mode, provider,
+                                                       lambda raw: spec.build(raw, self.provider_client))
         return instance
 
     async def wechat_login_client(self, app_id: str, mode: str) -> WeChatMiniProgramClient:
-        cache_key = ("sandbox" if mode == "test" else app_id, mode, "wechat")
-        cached = self._providers.get(cache_key)
-        if cached is not None:
-            return cached  # type: ignore[no-any-return]
-        raw = await self.provider_config(app_id, mode, "wechat")
-        client = WeChatMiniProgramClient(WeChatMiniProgramConfig(**raw), self.provider_client)
-        self._providers[cache_key] = client
+        client: WeChatMiniProgramClient = await self._cached(
+            app_id, mode, "wechat",
+            lambda raw: WeChatMiniProgramClient(WeChatMiniProgramConfig(**raw), self.provider_client))
         return client
 
     def notify_url(self, provider: str, mode: str, app_id: str) -> str:

@@ -243,6 +243,8 @@ class Faults:
         known = {"next_call", "notify", "clock_skew_seconds", "path", "count", "seconds"}
         if not spec or set(spec) - known:
             return f"unknown fault fields: {sorted(set(spec) - known) or 'none given'}"
+        if not {"next_call", "notify", "clock_skew_seconds"} & set(spec):
+            return "name a fault: next_call, notify or clock_skew_seconds"
         if "next_call" in spec:
             if spec["next_call"] not in CALL_FAULTS:
                 return f"next_call must be one of {', '.join(CALL_FAULTS)}"

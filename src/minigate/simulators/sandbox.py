@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from minigate.simulators._core import Clock, CredentialStore, Deliverer, Faults, json_response
 
@@ -51,55 +51,58 @@ class Sandbox:
         self.clock = clock or Clock()
         self.deliverers: dict[str, Deliverer] = {}
         self._simulators: dict[str, Any] = {}
-        for name, path in REGISTRY.items():
-            cls, schedule = _load(path)
-            kwargs: dict[str, Any] = {"clock": self.clock, "faults": Faults()}
-            if schedule is not None:
-                kwargs["deliverer"] = self.deliverers[name] = Deliverer(
-                    schedule=schedule, time_scale=time_scale, client=notify_client, clock=self.clock)
-            self._simulators[name] = cls(self.store, **kwargs)
-        self._deliverers = list(self.deliverers.values())
+        self._time_scale = time_scale
+        self._notify_client = notify_client
+        # Simulators (and their keys) are made on first use: a mount resolves its simulator on its first request.
         self.app: ASGIApp = Starlette(
             routes=[Route("/_sandbox", self._index, methods=["GET"]),
-                    *(Mount(f"/{name}", app=sim.app) for name, sim in self._simulators.items())],
+                    *(Mount(f"/{name}", app=self._lazy(name)) for name in REGISTRY)],
             lifespan=self._lifespan)
+
+    def _lazy(self, name: str) -> ASGIApp:
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            await self._get(name).app(scope, receive, send)
+        return app
 
     def simulator(self, name: str) -> Any:
         return self._get(name)
 
     @property
     def wechatpay(self) -> Any:
-        return self._simulators["wechatpay"]
+        return self._get("wechatpay")
 
     @property
     def wechat(self) -> Any:
-        return self._simulators["wechat"]
+        return self._get("wechat")
 
     @property
     def wechatpay_deliverer(self) -> Deliverer:
+        self._get("wechatpay")
         return self.deliverers["wechatpay"]
 
     async def wait_idle(self) -> None:
         """Until no notification or delayed settlement is in flight in any simulator (tests)."""
-        for deliverer in self._deliverers:
+        for deliverer in list(self.deliverers.values()):
             await deliverer.wait_idle()
 
     @property
     def notify_client(self) -> httpx.AsyncClient | None:
-        return self._deliverers[0].client
+        return self._notify_client
 
     @notify_client.setter
     def notify_client(self, client: httpx.AsyncClient | None) -> None:
-        for deliverer in self._deliverers:
+        self._notify_client = client
+        for deliverer in self.deliverers.values():
             deliverer.client = client
 
     @property
     def time_scale(self) -> float:
-        return self._deliverers[0].time_scale
+        return self._time_scale
 
     @time_scale.setter
     def time_scale(self, value: float) -> None:
-        for deliverer in self._deliverers:
+        self._time_scale = value
+        for deliverer in self.deliverers.values():
             deliverer.time_scale = value
 
     def app_for(self, name: str) -> ASGIApp:
@@ -112,17 +115,25 @@ class Sandbox:
         return dict(self._get(name).credentials())
 
     async def aclose(self) -> None:
-        for deliverer in self._deliverers:
+        for deliverer in list(self.deliverers.values()):
             await deliverer.aclose()
 
     def _get(self, name: str) -> Any:
-        try:
-            return self._simulators[name]
-        except KeyError:
-            raise KeyError(f"unknown simulator {name!r}; known: {', '.join(PROVIDERS)}") from None
+        sim = self._simulators.get(name)
+        if sim is not None:
+            return sim
+        if name not in REGISTRY:
+            raise KeyError(f"unknown simulator {name!r}; known: {', '.join(PROVIDERS)}")
+        cls, schedule = _load(REGISTRY[name])
+        kwargs: dict[str, Any] = {"clock": self.clock, "faults": Faults()}
+        if schedule is not None:
+            kwargs["deliverer"] = self.deliverers[name] = Deliverer(
+                schedule=schedule, time_scale=self._time_scale, client=self._notify_client, clock=self.clock)
+        sim = self._simulators[name] = cls(self.store, **kwargs)
+        return sim
 
     async def _index(self, request: Request) -> Response:
-        return json_response({"simulators": {name: f"/{name}" for name in self._simulators}})
+        return json_response({"simulators": {name: f"/{name}" for name in REGISTRY}})
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
