@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from tests.conftest import Gateway
 
 
@@ -19,7 +21,9 @@ class Driver:
     #: overrides that make a genuinely signed notification carry another amount / another merchant
     wrong_amount: dict[str, Any]
     wrong_merchant: dict[str, Any]
-    payer_field: str = "openid"
+    #: False where the provider has no close (JD Pay H5 trades lapse at expiry): a payment after our close is
+    #: then taken, recorded and raised as order.paid_after_close for the merchant to refund or ship
+    closes_at_provider: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def sim(self, gw: Gateway) -> Any:
@@ -48,8 +52,30 @@ class WeChatDriver(Driver):
         return body.replace(b'"summary":"', b'"summary":"X', 1)
 
 
+class JDDriver(Driver):
+    async def open_cashier(self, gw: Gateway, order: dict[str, Any]) -> None:
+        """The mini-program's <web-view> opens JD's H5 cashier: an auto-submitted form."""
+        params = order["pay_params"]
+        url = httpx.URL(params["cashier_url"])
+        r = await gw.http.post(url.path, data=params["fields"])
+        assert r.status_code == 200, r.text
+
+    def tamper(self, body: bytes) -> bytes:
+        # flip one hex digit of the encrypted payload (still well-formed hex/Base64 framing is JD's problem)
+        import base64
+        import re
+
+        match = re.search(rb"<encrypt>([^<]+)</encrypt>", body)
+        assert match
+        hex_text = bytearray(base64.b64decode(match.group(1)))
+        hex_text[40] = ord("0") if hex_text[40] != ord("0") else ord("1")
+        return body.replace(match.group(1), base64.b64encode(bytes(hex_text)))
+
+
 DRIVERS: list[Driver] = [
     WeChatDriver(channel="wechat_mini", provider="wechatpay",
                  wrong_amount={"amount": {"total": 1, "payer_total": 1, "currency": "CNY", "payer_currency": "CNY"}},
                  wrong_merchant={"mchid": "1900000000"}),
+    JDDriver(channel="jdpay_h5", provider="jdpay", wrong_amount={"amount": "1"},
+             wrong_merchant={"merchant": "22294531"}, closes_at_provider=False),
 ]

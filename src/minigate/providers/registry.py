@@ -72,12 +72,25 @@ def _wechatpay_sandbox(ctx: SandboxContext) -> dict[str, Any]:
     }
 
 
+def _jdpay_sandbox(ctx: SandboxContext) -> dict[str, Any]:
+    creds = ctx.credentials("jdpay")
+    return {"merchant": creds["merchant"], "merchant_private_key": creds["merchant_private_key"],
+            "jd_public_key": creds["jd_public_key"], "des_key": creds["des_key"],
+            "base_url": f"{ctx.base_url}/jdpay",
+            # the cashier is opened by the payer's web-view, so it must be an address a browser reaches
+            "cashier_url": f"{ctx.browser_url}/jdpay/jdpay/saveOrder"}
+
+
 _BUILTIN: tuple[PaymentSpec, ...] = (
     PaymentSpec(name="wechatpay", channels=frozenset({"wechat_mini"}),
                 provider="minigate.providers.wechatpay.provider:WeChatPayProvider",
                 config="minigate.providers.wechatpay.config:WeChatPayConfig",
                 sandbox_config=_wechatpay_sandbox,
                 normalise="minigate.providers.wechatpay.config:from_credentials"),
+    PaymentSpec(name="jdpay", channels=frozenset({"jdpay_h5"}),
+                provider="minigate.providers.jdpay.provider:JDPayProvider",
+                config="minigate.providers.jdpay.config:JDPayConfig",
+                sandbox_config=_jdpay_sandbox),
 )
 
 

@@ -368,6 +368,9 @@ class Deliverer:
         self.ok_statuses = tuple(ok_statuses)
         self.attempt_timeout = attempt_timeout
         self.clock = clock or Clock()
+        #: the provider's rule for "the receiver acknowledged": (status, body) -> bool. WeChat: 200/204;
+        #: Alipay: 200 with the body ``success``; JD: 200 with ``ok``/``success``. Simulators set it.
+        self.acknowledged: Callable[[int, bytes], bool] = lambda status, _body: status in self.ok_statuses
         self.log: list[DeliveryRecord] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._own_client: httpx.AsyncClient | None = None
@@ -422,7 +425,8 @@ class Deliverer:
             entry["error"] = type(exc).__name__
             return False
         entry["status"] = response.status_code
-        return variant == "genuine" and response.status_code in self.ok_statuses
+        entry["body"] = response.content[:64].decode("utf-8", "replace")
+        return variant == "genuine" and self.acknowledged(response.status_code, response.content)
 
     def _client(self) -> httpx.AsyncClient:
         if self.client is not None:
