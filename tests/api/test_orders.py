@@ -246,3 +246,17 @@ async def test_login_errors_are_precise(gateway: Gateway) -> None:
         "/v1/wechat/login", headers=gateway.auth,
         json={"code": (await gateway.http.post("/sandbox/wechat/_sandbox/login", json={"user": "f"})).json()["code"]}
     )).json()
+
+
+async def test_alipay_login_gives_a_stable_open_id(gateway: Gateway) -> None:
+    async def login(user: str) -> Any:
+        code = (await gateway.http.post("/sandbox/alipay/_sandbox/login", json={"user": user})).json()["code"]
+        return await gateway.http.post("/v1/alipay/login", headers=gateway.auth, json={"code": code})
+
+    first, again, other = await login("amy"), await login("amy"), await login("ben")
+    assert first.status_code == 200, first.text
+    assert first.json()["open_id"] and first.json()["open_id"] == again.json()["open_id"]
+    assert other.json()["open_id"] != first.json()["open_id"]
+    bad = await gateway.http.post("/v1/alipay/login", headers=gateway.auth, json={"code": "nope"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_code"
+    assert "access_token" not in first.json()

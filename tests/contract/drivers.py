@@ -52,6 +52,12 @@ class WeChatDriver(Driver):
         return body.replace(b'"summary":"', b'"summary":"X', 1)
 
 
+class AlipayDriver(Driver):
+    def tamper(self, body: bytes) -> bytes:
+        # one more parameter after signing: the signed content no longer matches
+        return body + b"&passback_params=changed"
+
+
 class JDDriver(Driver):
     async def open_cashier(self, gw: Gateway, order: dict[str, Any]) -> None:
         """The mini-program's <web-view> opens JD's H5 cashier: an auto-submitted form."""
@@ -76,6 +82,8 @@ DRIVERS: list[Driver] = [
     WeChatDriver(channel="wechat_mini", provider="wechatpay",
                  wrong_amount={"amount": {"total": 1, "payer_total": 1, "currency": "CNY", "payer_currency": "CNY"}},
                  wrong_merchant={"mchid": "1900000000"}),
+    AlipayDriver(channel="alipay_mini", provider="alipay", wrong_amount={"total_amount": "0.01"},
+                 wrong_merchant={"seller_id": "2088000000000000"}),
     JDDriver(channel="jdpay_h5", provider="jdpay", wrong_amount={"amount": "1"},
              wrong_merchant={"merchant": "22294531"}, closes_at_provider=False),
 ]

@@ -111,12 +111,21 @@ def test_migrate_command(serve_env: dict[str, str]) -> None:
     assert "latest schema" in done.stdout
 
 
-def test_demo_walks_every_step(tmp_path: Path) -> None:
-    done = subprocess.run(cli("demo"), capture_output=True, text=True, timeout=180,
+@pytest.mark.parametrize("channel", ["wechat_mini", "alipay_mini", "jdpay_h5"])
+def test_demo_walks_every_step(tmp_path: Path, channel: str) -> None:
+    done = subprocess.run(cli("demo", "--channel", channel), capture_output=True, text=True, timeout=180,
                           env={**os.environ, "COLUMNS": "200"}, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "every step behaved" in done.stdout
-    assert done.stdout.count("✔") == 18 and "✘" not in done.stdout
+    assert done.stdout.count("✔") >= 16 and "✘" not in done.stdout
+    for must in ("order is paid", "refunded in full", "Idempotency-Key replays"):
+        assert must in done.stdout
+
+
+def test_demo_refuses_unknown_channel(tmp_path: Path) -> None:
+    done = subprocess.run(cli("demo", "--channel", "paypal"), capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path)
+    assert done.returncode == 2
 
 
 def test_help_is_there_for_every_command() -> None:

@@ -37,5 +37,10 @@ class WebhookEndpointCreate(_Body):
     enabled_events: list[StrictStr] = Field(default_factory=lambda: ["*"])
 
 
+class AlipayLogin(_Body):
+    code: StrictStr = Field(description="the auth code from my.getAuthCode() on the device", min_length=1,
+                            max_length=128)
+
+
 class WeChatLogin(_Body):
     code: StrictStr = Field(description="the code from wx.login() on the device", min_length=1, max_length=128)

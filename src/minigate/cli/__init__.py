@@ -140,7 +140,8 @@ def apps_set_credentials(
 
 
 @app.command()
-def demo(channel: Annotated[str, typer.Option(help="payment channel to walk through")] = "wechat_mini") -> None:
+def demo(channel: Annotated[str, typer.Option(
+        help="payment channel to walk through: wechat_mini, alipay_mini or jdpay_h5")] = "wechat_mini") -> None:
     """Walk a full mini-program checkout against the sandbox: login, order, pay, callback, webhook, refund."""
     from minigate.cli.demo import run_demo
 

@@ -72,6 +72,12 @@ def _wechatpay_sandbox(ctx: SandboxContext) -> dict[str, Any]:
     }
 
 
+def _alipay_sandbox(ctx: SandboxContext) -> dict[str, Any]:
+    creds = ctx.credentials("alipay")
+    return {"app_id": creds["app_id"], "seller_id": creds["seller_id"], "app_private_key": creds["app_private_key"],
+            "alipay_public_key": creds["alipay_public_key"], "base_url": f"{ctx.base_url}/alipay/gateway.do"}
+
+
 def _jdpay_sandbox(ctx: SandboxContext) -> dict[str, Any]:
     creds = ctx.credentials("jdpay")
     return {"merchant": creds["merchant"], "merchant_private_key": creds["merchant_private_key"],
@@ -87,6 +93,10 @@ _BUILTIN: tuple[PaymentSpec, ...] = (
                 config="minigate.providers.wechatpay.config:WeChatPayConfig",
                 sandbox_config=_wechatpay_sandbox,
                 normalise="minigate.providers.wechatpay.config:from_credentials"),
+    PaymentSpec(name="alipay", channels=frozenset({"alipay_mini"}),
+                provider="minigate.providers.alipay.provider:AlipayProvider",
+                config="minigate.providers.alipay.config:AlipayConfig",
+                sandbox_config=_alipay_sandbox),
     PaymentSpec(name="jdpay", channels=frozenset({"jdpay_h5"}),
                 provider="minigate.providers.jdpay.provider:JDPayProvider",
                 config="minigate.providers.jdpay.config:JDPayConfig",

@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from sqlalchemy import select
@@ -15,6 +15,9 @@ from minigate.config import Settings
 from minigate.errors import ConfigurationError, NotFound
 from minigate.logging import get_logger
 from minigate.providers import registry
+
+if TYPE_CHECKING:
+    from minigate.providers.alipay.login import AlipayLoginClient
 from minigate.providers.bases.payment import PaymentProvider
 from minigate.providers.wechat.config import WeChatMiniProgramConfig
 from minigate.providers.wechat.login import WeChatMiniProgramClient
@@ -140,7 +143,8 @@ class Runtime:
         return registry.SandboxContext(credentials=self.sandbox.credentials, base_url=self.sandbox_base_url,
                                        browser_url=browser.rstrip("/"))
 
-    async def _cached(self, app_id: str, mode: str, provider: str, build: Callable[[dict[str, Any]], Any]) -> Any:
+    async def _cached(self, app_id: str, mode: str, provider: str, build: Callable[[dict[str, Any]], Any], *,
+                      config_of: str | None = None) -> Any:
         """One client per (app, mode, provider), rebuilt when its stored credentials change (checked at most
         every ``CREDENTIALS_RECHECK_SECONDS``, so ``apps set-credentials`` in another process takes effect)."""
         key = (app_id, mode, provider)
@@ -148,7 +152,7 @@ class Runtime:
         cached = self._providers.get(key)
         if cached is not None and now - cached[2] < CREDENTIALS_RECHECK_SECONDS:
             return cached[1]
-        version, raw = await self.provider_config(app_id, mode, provider)
+        version, raw = await self.provider_config(app_id, mode, config_of or provider)
         if cached is not None and cached[0] == version:
             self._providers[key] = (version, cached[1], now)
             return cached[1]
@@ -168,6 +172,16 @@ class Runtime:
         client: WeChatMiniProgramClient = await self._cached(
             app_id, mode, "wechat",
             lambda raw: WeChatMiniProgramClient(WeChatMiniProgramConfig(**raw), self.provider_client))
+        return client
+
+    async def alipay_login_client(self, app_id: str, mode: str) -> AlipayLoginClient:
+        """Alipay login signs with the app's payment credentials (same app_id and keys)."""
+        from minigate.providers.alipay.config import AlipayConfig
+        from minigate.providers.alipay.login import AlipayLoginClient as Client
+
+        client: AlipayLoginClient = await self._cached(
+            app_id, mode, "alipay-login", lambda raw: Client(AlipayConfig(**raw), self.provider_client),
+            config_of="alipay")
         return client
 
     def notify_url(self, provider: str, mode: str, app_id: str) -> str:

@@ -25,6 +25,7 @@ __all__ = ["PROVIDERS", "REGISTRY", "Sandbox", "credentials_for"]
 REGISTRY: dict[str, str] = {
     "wechatpay": "minigate.simulators.wechatpay:WeChatPaySimulator",
     "wechat": "minigate.simulators.wechat:WeChatSimulator",
+    "alipay": "minigate.simulators.alipay:AlipaySimulator",
     "jdpay": "minigate.simulators.jdpay:JDPaySimulator",
 }
 

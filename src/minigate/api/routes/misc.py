@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import select, text
 
 from minigate.api.deps import AppDep, RuntimeDep
-from minigate.api.schemas import WebhookEndpointCreate, WeChatLogin
+from minigate.api.schemas import AlipayLogin, WebhookEndpointCreate, WeChatLogin
 from minigate.errors import InvalidRequest, NotFound
 from minigate.providers import registry
 from minigate.providers.wechat.login import LoginError
@@ -76,6 +76,19 @@ async def wechat_login(body: WeChatLogin, rt: RuntimeDep, ctx: AppDep) -> dict[s
         error.http_status = _LOGIN_STATUS.get(exc.code, 400)
         raise error from None
     return {"object": "wechat_session", "openid": session.openid, "unionid": session.unionid}
+
+
+@router.post("/v1/alipay/login", tags=["login"],
+             summary="Exchange a my.getAuthCode() code for the user's open_id / user_id")
+async def alipay_login(body: AlipayLogin, rt: RuntimeDep, ctx: AppDep) -> dict[str, Any]:
+    from minigate.providers.alipay.login import LoginError as AlipayLoginError
+
+    client = await rt.alipay_login_client(ctx.app_id, ctx.mode)
+    try:
+        session = await client.oauth_token(body.code)
+    except AlipayLoginError as exc:
+        raise InvalidRequest(exc.message, code=exc.code, param="code") from None
+    return {"object": "alipay_session", "open_id": session.open_id, "user_id": session.user_id}
 
 
 @router.post("/notify/{provider}/{mode}/{app_id}", include_in_schema=False)

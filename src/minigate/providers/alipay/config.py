@@ -1,0 +1,51 @@
+"""Configuration of one Alipay application (mini-program, JSAPI_PAY product)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+__all__ = ["LIVE_BASE_URL", "SANDBOX_BASE_URL", "AlipayConfig"]
+
+LIVE_BASE_URL = "https://openapi.alipay.com/gateway.do"
+#: Alipay's own sandbox environment (not minigate's simulator).
+SANDBOX_BASE_URL = "https://openapi-sandbox.dl.alipaydev.com/gateway.do"
+
+
+class AlipayConfig(BaseModel):
+    """Everything the client needs. Field names match ``minigate sandbox credentials alipay`` where they overlap.
+
+    Keys may be PEM or bare Base64 (as the Alipay open platform shows them): ``app_private_key`` PKCS#1 or
+    PKCS#8, ``alipay_public_key`` SPKI. In ``certificate`` mode the three PEM certificates are required and the
+    Alipay public key is taken from ``alipay_cert``. ``encrypt_key`` (Base64 of 16 bytes) turns on AES content
+    encryption (§2.9) for every call.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    app_id: str = Field(min_length=1, max_length=32)
+    seller_id: str = Field(min_length=1, max_length=32, description="the merchant's 2088… partner id (PID)")
+    app_private_key: SecretStr
+    alipay_public_key: str | None = None
+    key_mode: Literal["public_key", "certificate"] = "public_key"
+    app_cert: str | None = None
+    alipay_cert: str | None = None
+    alipay_root_cert: str | None = None
+    encrypt_key: SecretStr | None = None
+    #: the mini-program AppID that opens the cashier, when it differs from ``app_id`` (§2.4, §5.4)
+    op_app_id: str | None = None
+    #: ``buyer_open_id`` (new open-id apps) or ``buyer_id`` (legacy 2088… user ids) (§2.4)
+    buyer_id_field: Literal["buyer_open_id", "buyer_id"] = "buyer_open_id"
+    #: the full gateway URL; a simulator is e.g. ``http://sandbox/alipay/gateway.do``
+    base_url: str = LIVE_BASE_URL
+    request_timeout_seconds: float = 10.0
+    charset: str = "utf-8"
+
+    @model_validator(mode="after")
+    def _key_material(self) -> AlipayConfig:
+        if self.key_mode == "public_key" and not self.alipay_public_key:
+            raise ValueError("key_mode=public_key needs alipay_public_key")
+        if self.key_mode == "certificate" and not (self.app_cert and self.alipay_cert and self.alipay_root_cert):
+            raise ValueError("key_mode=certificate needs app_cert, alipay_cert and alipay_root_cert")
+        return self
