@@ -33,6 +33,9 @@ __all__ = [
     "InboundNotification",
     "Order",
     "OrderEvent",
+    "PaymentException",
+    "ReconciliationItem",
+    "ReconciliationRun",
     "Refund",
     "WebhookDelivery",
     "WebhookEndpoint",
@@ -241,9 +244,64 @@ class WebhookEndpoint(Base):
     mode: Mapped[str] = mapped_column(String(8))
     url: Mapped[str] = mapped_column(String(2048))
     secret_sealed: Mapped[str] = mapped_column(Text)
+    #: during a rotation the old secret still signs (both v1 values are sent) until it expires
+    previous_secret_sealed: Mapped[str | None] = mapped_column(Text)
+    previous_secret_expires_at: Mapped[datetime | None]
     enabled_events: Mapped[list[str]] = mapped_column(JSON)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime]
+
+
+class PaymentException(Base):
+    """The exceptions queue: money states that need a decision (A-7), e.g. a payment after our close."""
+
+    __tablename__ = "payment_exceptions"
+    __table_args__ = (UniqueConstraint("order_id", "kind"), Index("ix_payment_exceptions_open", "app_id", "status"))
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"))
+    mode: Mapped[str] = mapped_column(String(8))
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"))
+    #: paid_after_close | amount_mismatch | provider_only | local_only
+    kind: Mapped[str] = mapped_column(String(32))
+    #: open | resolved
+    status: Mapped[str] = mapped_column(String(16))
+    #: refund | accept | None
+    resolution: Mapped[str | None] = mapped_column(String(16))
+    refund_id: Mapped[str | None] = mapped_column(String(40))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+
+
+class ReconciliationRun(Base):
+    """One three-way match of a provider's bill for one day against the ledger (A-11)."""
+
+    __tablename__ = "reconciliation_runs"
+    __table_args__ = (Index("ix_reconciliation_runs_day", "app_id", "mode", "provider", "bill_date"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"))
+    mode: Mapped[str] = mapped_column(String(8))
+    provider: Mapped[str] = mapped_column(String(32))
+    bill_date: Mapped[str] = mapped_column(String(10))          # YYYY-MM-DD, provider's (Beijing) day
+    #: complete | unsupported | failed
+    status: Mapped[str] = mapped_column(String(16))
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime]
+
+
+class ReconciliationItem(Base):
+    __tablename__ = "reconciliation_items"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("reconciliation_runs.id"), index=True)
+    order_id: Mapped[str | None] = mapped_column(String(40))
+    out_trade_no: Mapped[str] = mapped_column(String(64))
+    #: matched | provider_only | local_only | amount_mismatch | status_mismatch
+    category: Mapped[str] = mapped_column(String(24))
+    #: repaired (by query) | reported
+    action: Mapped[str | None] = mapped_column(String(24))
+    local_amount: Mapped[int | None] = mapped_column(BigInteger)
+    provider_amount: Mapped[int | None] = mapped_column(BigInteger)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class WebhookDelivery(Base):
