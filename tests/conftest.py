@@ -174,7 +174,8 @@ async def gateway(database_url: str, tmp_path: Path, sandbox_dir: Path) -> Async
     transport.route("gateway", app)
     transport.route("merchant.example", merchant.app)
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as http:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+                                     base_url="http://gateway") as http:
             gw = Gateway(app, rt, http, merchant)
             gw.app_id, gw.key = await gw.new_app()
             yield gw

@@ -21,7 +21,8 @@ class RoutingTransport(httpx.AsyncBaseTransport):
         self._apps: dict[str, httpx.ASGITransport] = {}
 
     def route(self, host: str, app: Any) -> None:
-        self._apps[host] = httpx.ASGITransport(app=app)
+        # like a real server: an exception inside the app is a 500 answer, not an exception in the caller
+        self._apps[host] = httpx.ASGITransport(app=app, raise_app_exceptions=False)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         transport = self._apps.get(request.url.host)

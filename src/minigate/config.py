@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     #: Outbound webhooks: give up after this long (Stripe: 3 days), then dead-letter.
     webhook_retry_window_hours: int = 72
     webhook_timeout_seconds: float = 10.0
+    #: A payment reported for an order already closed: ``review`` queues it for the merchant's decision
+    #: (refund or ship); ``refund`` refunds it in full automatically. Either way order.paid_after_close is sent.
+    paid_after_close: Literal["review", "refund"] = "review"
     redis_url: str | None = None
     database_pool_size: int = Field(default=10, ge=1)
 

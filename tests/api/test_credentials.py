@@ -111,3 +111,29 @@ def test_cli_set_credentials_reports_errors_without_a_traceback(tmp_path: Path) 
                            "--file", str(bad)], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "invalid wechatpay credentials" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("provider", "change", "message"), [
+    ("jdpay", {"des_key": "c2hvcnQ="}, "des_key"),
+    ("jdpay", {"jd_public_key": "bm90IGEga2V5"}, "jd_public_key"),
+    ("jdpay", {"cashier_url": "http://h5pay.jd.com/jdpay/saveOrder"}, "cashier_url"),
+    ("alipay", {"app_private_key": "bm90IGEga2V5"}, "app_private_key"),
+    ("alipay", {"seller_id": "12345"}, "seller_id"),
+    ("alipay", {"base_url": "http://openapi.alipay.com/gateway.do"}, "https"),
+])
+async def test_unusable_jd_and_alipay_live_credentials_are_refused(gateway: Gateway, provider: str, change: dict,
+                                                                   message: str) -> None:
+    creds = gateway.rt.sandbox.credentials(provider) | change
+    with pytest.raises(InvalidRequest) as raised:
+        await set_credentials(gateway.rt, app_id=gateway.app_id, mode="live", provider=provider, config=creds)
+    assert message in raised.value.message
+    assert await gateway.count(AppCredential) == 0
+
+
+@pytest.mark.parametrize("provider", ["jdpay", "alipay"])
+async def test_good_jd_and_alipay_live_credentials_are_stored(gateway: Gateway, provider: str) -> None:
+    creds = gateway.rt.sandbox.credentials(provider)
+    if provider == "alipay":
+        creds |= {"seller_id": creds["seller_id"] if len(creds["seller_id"]) == 16 else "2088" + "0" * 12}
+    stored = await set_credentials(gateway.rt, app_id=gateway.app_id, mode="live", provider=provider, config=creds)
+    assert stored == [provider]

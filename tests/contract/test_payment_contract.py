@@ -164,3 +164,12 @@ async def test_lost_notification_is_settled_by_the_worker(gateway: Gateway, driv
         await session.execute(update(Order).values(next_check_at=gateway.rt.now() - timedelta(seconds=1)))
     await gateway.run_worker()
     assert await status(gateway, order) == "paid"
+
+
+async def test_browser_return_page_changes_nothing(gateway: Gateway, driver: Driver) -> None:
+    """The cashier's browser return (JD's callbackUrl) shows a page; only verified callbacks move money."""
+    order = await create(gateway, driver)
+    r = await gateway.http.post(f"/return/{driver.provider}/test/{gateway.app_id}",
+                                data={"tradeNum": order["out_trade_no"], "status": "2"})
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    assert await status(gateway, order) == "pending"

@@ -134,3 +134,10 @@ def test_help_is_there_for_every_command() -> None:
         done = subprocess.run(cli(*args, "--help"), capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, (args, done.stderr)
         assert "Usage" in done.stdout
+
+
+def test_cli_webhooks_redeliver(tmp_path: Path) -> None:
+    env = {**os.environ, "MINIGATE_DATA_DIR": str(tmp_path / "d")}
+    done = subprocess.run(cli("webhooks", "redeliver", "evt_missing"), env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and "no event evt_missing" in done.stderr

@@ -14,7 +14,7 @@ from prometheus_client import Counter, Histogram
 from minigate import __version__
 from minigate.api import errors
 from minigate.api.limits import BodyLimitMiddleware
-from minigate.api.routes import misc, orders
+from minigate.api.routes import exceptions, misc, orders
 from minigate.config import Settings
 from minigate.services.runtime import Runtime
 from minigate.services.worker import Worker
@@ -55,6 +55,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, migrate: b
     errors.install(app)
     app.include_router(orders.router)
     app.include_router(misc.router)
+    app.include_router(exceptions.router)
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

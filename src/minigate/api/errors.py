@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from minigate.errors import ApiError, OutcomeUnknown, ProviderMisconfigured
+from minigate.errors import ApiError, ConfigurationError, OutcomeUnknown, ProviderMisconfigured
 from minigate.logging import get_logger
 
 __all__ = ["error_body", "install"]
@@ -59,6 +59,20 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body("provider_error", "provider_auth_failed",
                                        "the provider refused the configured credentials", provider=exc.provider),
                             status_code=502)
+
+    @app.exception_handler(ConfigurationError)
+    async def _configuration(_request: Request, exc: ConfigurationError) -> JSONResponse:
+        log.error("configuration error", reason=str(exc))
+        return JSONResponse(error_body("api_error", "configuration_error",
+                                       "the gateway's configuration for this request is unusable; see its log"),
+                            status_code=500)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        # the same shape as every other error; the detail goes to the (redacting) log, never to the caller
+        log.error("unhandled error", error_type=type(exc).__name__, exc_info=exc)
+        return JSONResponse(error_body("api_error", "internal_error", "an unexpected error; nothing was "
+                                       "acknowledged: retry with the same Idempotency-Key"), status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

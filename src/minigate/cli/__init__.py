@@ -22,6 +22,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=(
     "`minigate apps create NAME` gives you API keys; `minigate demo` walks a whole checkout."))
 apps_app = typer.Typer(no_args_is_help=True, help="Merchant apps and their API keys.")
 app.add_typer(apps_app, name="apps")
+webhooks_app = typer.Typer(no_args_is_help=True, help="Outbound webhooks to the merchant.")
+app.add_typer(webhooks_app, name="webhooks")
 
 
 def _register_sandbox() -> None:
@@ -137,6 +139,33 @@ def apps_set_credentials(
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"credentials stored for {app_id} ({mode}): {', '.join(stored)}")
+
+
+@webhooks_app.command("redeliver")
+def webhooks_redeliver(
+    event_id: Annotated[str, typer.Argument(help="the event id (evt_…)")],
+    endpoint: Annotated[list[str] | None, typer.Option(help="only this endpoint (we_…); repeatable")] = None,
+) -> None:
+    """Send an event again to its app's endpoints, with a fresh retry window (the worker delivers it)."""
+    from minigate.services.events import redeliver
+    from minigate.store.tables import Event
+
+    async def run() -> int | None:
+        rt = await _runtime()
+        try:
+            async with rt.db.transaction() as session:
+                event = await session.get(Event, event_id)
+            if event is None:
+                return None
+            return await redeliver(rt, event=event, endpoint_ids=endpoint or None)
+        finally:
+            await rt.aclose()
+
+    queued = asyncio.run(run())
+    if queued is None:
+        typer.echo(f"error: no event {event_id}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"{event_id}: queued for {queued} endpoint(s)")
 
 
 @app.command()

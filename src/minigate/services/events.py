@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,8 +16,9 @@ from minigate.services.ids import new_id
 from minigate.services.runtime import Runtime
 from minigate.store.tables import Event, WebhookDelivery, WebhookEndpoint
 
-__all__ = ["EVENT_TYPES", "create_endpoint", "delete_endpoint", "emit", "endpoint_view", "event_view",
-           "get_endpoint", "list_endpoints"]
+__all__ = ["EVENT_TYPES", "create_endpoint", "delete_endpoint", "delivery_view", "emit", "endpoint_view",
+           "event_view", "get_endpoint", "list_deliveries", "list_endpoints", "redeliver", "rotate_secret",
+           "signing_secrets"]
 
 EVENT_TYPES = frozenset({
     "order.paid", "order.closed", "order.paid_after_close",
@@ -64,7 +65,7 @@ async def create_endpoint(rt: Runtime, ctx: AppContext, *, url: str, enabled_eve
     if unknown:
         raise InvalidRequest(f"unknown event types: {', '.join(unknown)}", param="enabled_events",
                              code="unknown_event_type")
-    secret = "whsec_" + secrets.token_urlsafe(32).replace("-", "A").replace("_", "B")
+    secret = _new_secret()
     endpoint = WebhookEndpoint(id=new_id("we"), app_id=ctx.app_id, mode=ctx.mode, url=url,
                                secret_sealed=rt.vault.seal(secret, context="webhook-secret"),
                                enabled_events=events, enabled=True, created_at=rt.now())
@@ -94,6 +95,84 @@ async def list_endpoints(rt: Runtime, ctx: AppContext) -> list[WebhookEndpoint]:
         return list((await session.execute(select(WebhookEndpoint).where(
             WebhookEndpoint.app_id == ctx.app_id, WebhookEndpoint.mode == ctx.mode)
             .order_by(WebhookEndpoint.created_at))).scalars().all())
+
+
+def _new_secret() -> str:
+    return "whsec_" + secrets.token_urlsafe(32).replace("-", "A").replace("_", "B")
+
+
+def signing_secrets(rt: Runtime, endpoint: WebhookEndpoint, now: datetime) -> list[str]:
+    """The secrets a delivery is signed with: the current one, plus the previous one until it expires."""
+    keys = [rt.vault.open(endpoint.secret_sealed, context="webhook-secret")]
+    if endpoint.previous_secret_sealed and endpoint.previous_secret_expires_at and \
+            endpoint.previous_secret_expires_at > now:
+        keys.append(rt.vault.open(endpoint.previous_secret_sealed, context="webhook-secret"))
+    return keys
+
+
+async def rotate_secret(rt: Runtime, ctx: AppContext, endpoint_id: str, *, overlap_seconds: int) -> dict[str, Any]:
+    """A new secret (shown once); the old one keeps signing for ``overlap_seconds`` so receivers can switch."""
+    if not 0 <= overlap_seconds <= 7 * 86400:
+        raise InvalidRequest("expire_previous_in must be between 0 and 604800 seconds", param="expire_previous_in")
+    await get_endpoint(rt, ctx, endpoint_id)
+    secret = _new_secret()
+    now = rt.now()
+    async with rt.db.transaction() as session:
+        row = (await session.execute(select(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id)
+                                     .with_for_update())).scalar_one()
+        row.previous_secret_sealed = row.secret_sealed if overlap_seconds else None
+        row.previous_secret_expires_at = now + timedelta(seconds=overlap_seconds) if overlap_seconds else None
+        row.secret_sealed = rt.vault.seal(secret, context="webhook-secret")
+    view = endpoint_view(row)
+    view["secret"] = secret
+    view["previous_secret_expires_at"] = int(row.previous_secret_expires_at.timestamp()) \
+        if row.previous_secret_expires_at else None
+    return view
+
+
+async def redeliver(rt: Runtime, *, event: Event, endpoint_ids: list[str] | None) -> int:
+    """Queue the event again for its app's enabled endpoints (or the ones named), at once, with a fresh retry
+    window. Returns how many deliveries were queued."""
+    now = rt.now()
+    async with rt.db.transaction() as session:
+        query = select(WebhookEndpoint).where(WebhookEndpoint.app_id == event.app_id,
+                                              WebhookEndpoint.mode == event.mode, WebhookEndpoint.enabled.is_(True))
+        if endpoint_ids:
+            query = query.where(WebhookEndpoint.id.in_(endpoint_ids))
+        endpoints = (await session.execute(query)).scalars().all()
+        if endpoint_ids and len(endpoints) != len(set(endpoint_ids)):
+            raise NotFound("no such webhook endpoint", code="resource_missing")
+        for endpoint in endpoints:
+            row = (await session.execute(select(WebhookDelivery).where(
+                WebhookDelivery.event_id == event.id, WebhookDelivery.endpoint_id == endpoint.id)
+                .with_for_update())).scalar_one_or_none()
+            if row is None:
+                session.add(WebhookDelivery(event_id=event.id, endpoint_id=endpoint.id, app_id=event.app_id,
+                                            status="pending", attempts=0, next_attempt_at=now, created_at=now))
+            else:
+                row.status, row.next_attempt_at, row.created_at, row.locked_until = "pending", now, now, None
+        return len(endpoints)
+
+
+def delivery_view(row: WebhookDelivery) -> dict[str, Any]:
+    return {"object": "webhook_delivery", "event": row.event_id, "endpoint": row.endpoint_id, "status": row.status,
+            "attempts": row.attempts, "last_status_code": row.last_status_code, "last_error": row.last_error,
+            "next_attempt_at": int(row.next_attempt_at.timestamp()) if row.status == "pending" else None,
+            "delivered_at": int(row.delivered_at.timestamp()) if row.delivered_at else None,
+            "created": int(row.created_at.timestamp())}
+
+
+async def list_deliveries(rt: Runtime, ctx: AppContext, *, event_id: str | None, status: str | None,
+                          limit: int) -> list[WebhookDelivery]:
+    query = select(WebhookDelivery).join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id).where(
+        WebhookDelivery.app_id == ctx.app_id, WebhookEndpoint.mode == ctx.mode)
+    if event_id:
+        query = query.where(WebhookDelivery.event_id == event_id)
+    if status:
+        query = query.where(WebhookDelivery.status == status)
+    async with rt.db.transaction() as session:
+        return list((await session.execute(query.order_by(WebhookDelivery.created_at.desc()).limit(limit)))
+                    .scalars().all())
 
 
 async def delete_endpoint(rt: Runtime, ctx: AppContext, endpoint_id: str) -> None:

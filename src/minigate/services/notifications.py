@@ -117,6 +117,12 @@ async def _reject(rt: Runtime, provider: PaymentProvider | None, provider_name: 
         if exc.order_id is not None:   # an alert on the order's timeline: never fulfilled, to be looked at
             session.add(OrderEvent(order_id=exc.order_id, type=f"notification.{exc.code}", source="notification",
                                    data=exc.details, created_at=rt.now()))
+            if exc.code == "amount_mismatch":
+                from minigate.services.exceptions import open_exception
+
+                order = await session.get(Order, exc.order_id)
+                if order is not None:
+                    await open_exception(rt, session, order, "amount_mismatch", exc.details)
     if provider is None:
         return NotificationReply(exc.http_status, f'{{"code":"FAIL","message":"{exc.code}"}}'.encode())
     reply = provider.nack(exc.code, exc.message)

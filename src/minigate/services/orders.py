@@ -164,6 +164,7 @@ async def complete_creation(rt: Runtime, order_id: str, *, source: str) -> Order
     result = await provider.create_order(CreateOrderRequest(
         out_trade_no=order.out_trade_no, amount=order.amount, description=order.description,
         notify_url=rt.notify_url(order.provider, order.mode, order.app_id), payer_id=payer,
+        return_url=rt.return_url(order.provider, order.mode, order.app_id),
         currency=order.currency, expires_at=order.expires_at))
     now = rt.now()
     async with rt.db.transaction() as session:
@@ -308,6 +309,11 @@ async def apply_trade_status(rt: Runtime, session: AsyncSession, order: Order, s
         move(session, order, "paid", source=source, now=now,
               data={"provider_trade_id": status.provider_trade_id})
         await _emit_order(rt, session, order, "order.paid_after_close" if was_closed else "order.paid")
+        if was_closed:
+            from minigate.services.exceptions import open_exception
+
+            await open_exception(rt, session, order, "paid_after_close",
+                                 {"provider_trade_id": status.provider_trade_id, "amount": order.amount})
         return "paid"
     if status.state is TradeState.CLOSED and order.status in ("creating", "pending"):
         order.closed_at = now

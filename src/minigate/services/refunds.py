@@ -25,7 +25,7 @@ from minigate.services.runtime import Runtime
 from minigate.store.tables import Order, Refund
 
 __all__ = ["MAX_REFUNDS_PER_ORDER", "apply_refund_status", "complete_refund", "create_refund", "get_refund",
-           "list_refunds", "refund_view"]
+           "list_refunds", "refund_view", "reserve_refund"]
 
 MAX_REFUNDS_PER_ORDER = 50
 REFUND_CHECK_SECONDS = (5, 15, 30, 60, 120, 300, 600)
@@ -49,40 +49,52 @@ async def create_refund(rt: Runtime, ctx: AppContext, *, order_id: str, amount: 
         raise InvalidRequest("reason must be at most 80 characters", param="reason")
     order = await get_order(rt, ctx, order_id)
     if idem.resource_id is None:
-        now = rt.now()
         async with rt.db.transaction() as session:
             order = await lock_order(session, order.id)
-            if order.status not in ("paid", "partially_refunded"):
-                raise InvalidRequest(f"an order in status {order.status} cannot be refunded", param="order",
-                                     code="order_not_refundable")
-            refundable = order.amount - order.amount_refunded - order.amount_refund_pending
-            wanted = refundable if amount is None else amount
-            if wanted > refundable or wanted < 1:
-                raise InvalidRequest(f"refund of {wanted} fen exceeds the refundable {refundable} fen",
-                                     param="amount", code="refund_exceeds_refundable",
-                                     details={"refundable": refundable})
-            count = (await session.execute(select(func.count()).select_from(Refund).where(
-                Refund.order_id == order.id))).scalar_one()
-            if count >= MAX_REFUNDS_PER_ORDER:
-                raise InvalidRequest(f"an order takes at most {MAX_REFUNDS_PER_ORDER} refunds", param="order",
-                                     code="too_many_refunds")
-            refund = Refund(id=new_id("re"), app_id=order.app_id, mode=order.mode, order_id=order.id,
-                            provider=order.provider, out_refund_no=new_out_no("RF"), amount=wanted,
-                            reason=reason, status="pending", provider_refund_id=None, failure_code=None,
-                            next_check_at=now + timedelta(seconds=REFUND_CHECK_SECONDS[0]), check_attempts=0,
-                            metadata_=dict(metadata or {}), created_at=now, succeeded_at=None, updated_at=now)
-            session.add(refund)
-            order.amount_refund_pending += wanted
-            order.version += 1
-            await session.flush()
-            record(session, order, "refund.created", source="api", now=now, refund_id=refund.id,
-                   data={"amount": wanted})
+            refund = await reserve_refund(rt, session, order, amount=amount, reason=reason, metadata=metadata,
+                                          source="api")
             await idem.checkpoint(session, "refund_created", refund.id)
         refund_id = refund.id
     else:
         refund_id = idem.resource_id
     refund = await complete_refund(rt, refund_id, source="api")
     return Response(200, refund_view(refund))
+
+
+async def reserve_refund(rt: Runtime, session: AsyncSession, order: Order, *, amount: int | None,
+                         reason: str | None, metadata: dict[str, str] | None, source: str,
+                         send_now: bool = True) -> Refund:
+    """Create a pending refund and reserve its amount on the order, which the caller has locked.
+
+    The refundable amount (paid − refunded − reserved) is checked under that lock, so concurrent refunds
+    cannot overshoot (F8). ``send_now=False`` leaves sending to the worker (its first check is due at once).
+    """
+    if order.status not in ("paid", "partially_refunded"):
+        raise InvalidRequest(f"an order in status {order.status} cannot be refunded", param="order",
+                             code="order_not_refundable")
+    refundable = order.amount - order.amount_refunded - order.amount_refund_pending
+    wanted = refundable if amount is None else amount
+    if wanted > refundable or wanted < 1:
+        raise InvalidRequest(f"refund of {wanted} fen exceeds the refundable {refundable} fen",
+                             param="amount", code="refund_exceeds_refundable", details={"refundable": refundable})
+    count = (await session.execute(select(func.count()).select_from(Refund).where(
+        Refund.order_id == order.id))).scalar_one()
+    if count >= MAX_REFUNDS_PER_ORDER:
+        raise InvalidRequest(f"an order takes at most {MAX_REFUNDS_PER_ORDER} refunds", param="order",
+                             code="too_many_refunds")
+    now = rt.now()
+    first_check = now if not send_now else now + timedelta(seconds=REFUND_CHECK_SECONDS[0])
+    refund = Refund(id=new_id("re"), app_id=order.app_id, mode=order.mode, order_id=order.id,
+                    provider=order.provider, out_refund_no=new_out_no("RF"), amount=wanted,
+                    reason=reason, status="pending", provider_refund_id=None, failure_code=None,
+                    next_check_at=first_check, check_attempts=0, metadata_=dict(metadata or {}),
+                    created_at=now, succeeded_at=None, updated_at=now)
+    session.add(refund)
+    order.amount_refund_pending += wanted
+    order.version += 1
+    await session.flush()
+    record(session, order, "refund.created", source=source, now=now, refund_id=refund.id, data={"amount": wanted})
+    return refund
 
 
 async def complete_refund(rt: Runtime, refund_id: str, *, source: str) -> Refund:

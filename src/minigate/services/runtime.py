@@ -187,5 +187,8 @@ class Runtime:
     def notify_url(self, provider: str, mode: str, app_id: str) -> str:
         return f"{self.settings.public_url}/notify/{provider}/{mode}/{app_id}"
 
+    def return_url(self, provider: str, mode: str, app_id: str) -> str:
+        return f"{self.settings.public_url}/return/{provider}/{mode}/{app_id}"
+
     def forget_provider(self, app_id: str, mode: str, provider: str) -> None:
         self._providers.pop((app_id, mode, provider), None)

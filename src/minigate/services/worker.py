@@ -13,6 +13,7 @@ import random
 from datetime import timedelta
 
 import httpx
+from prometheus_client import Counter
 from sqlalchemy import or_, select
 
 from minigate import webhook_signature
@@ -21,13 +22,17 @@ from minigate.errors import OutcomeUnknown, ProviderError
 from minigate.logging import get_logger
 from minigate.services import orders as order_service
 from minigate.services import refunds as refund_service
-from minigate.services.events import event_view
+from minigate.services.events import event_view, signing_secrets
 from minigate.services.runtime import Runtime
 from minigate.store.tables import Event, Order, Refund, WebhookDelivery, WebhookEndpoint
 
 __all__ = ["Worker", "backoff_seconds", "check_due_orders", "check_due_refunds", "deliver_due_webhooks"]
 
 log = get_logger("minigate.worker")
+
+#: dead-letter alerting: alert on any increase (a delivery that failed for the whole retry window)
+WEBHOOKS_DEAD = Counter("minigate_webhook_deliveries_dead_total", "Webhook deliveries abandoned after the retry window")
+WEBHOOK_ATTEMPTS = Counter("minigate_webhook_attempts_total", "Webhook delivery attempts", ["outcome"])
 
 BATCH = 50
 
@@ -66,10 +71,10 @@ async def _deliver(rt: Runtime, delivery_id: int) -> None:
         endpoint = await session.get(WebhookEndpoint, delivery.endpoint_id)
         assert event is not None and endpoint is not None
     body = json.dumps(event_view(event), separators=(",", ":"), ensure_ascii=False).encode()
-    secret = rt.vault.open(endpoint.secret_sealed, context="webhook-secret")
     timestamp = int(rt.now().timestamp())
+    keys = signing_secrets(rt, endpoint, rt.now())
     headers = {"Content-Type": "application/json", "User-Agent": "minigate-webhooks/0.1",
-               webhook_signature.HEADER: webhook_signature.signature_header([secret], timestamp, body),
+               webhook_signature.HEADER: webhook_signature.signature_header(keys, timestamp, body),
                "Minigate-Event-Id": event.id}
     status_code: int | None = None
     error: str | None = None
@@ -86,12 +91,14 @@ async def _deliver(rt: Runtime, delivery_id: int) -> None:
         delivery.locked_until = None
         delivery.last_status_code = status_code
         delivery.last_error = error
+        WEBHOOK_ATTEMPTS.labels("ok" if status_code is not None and 200 <= status_code < 300 else "failed").inc()
         if status_code is not None and 200 <= status_code < 300:
             delivery.status = "delivered"
             delivery.delivered_at = now
             return
         if now - delivery.created_at >= timedelta(hours=rt.settings.webhook_retry_window_hours):
             delivery.status = "dead"
+            WEBHOOKS_DEAD.inc()
             log.error("webhook delivery abandoned", endpoint_id=endpoint.id, event_type=event.type,
                       attempts=delivery.attempts)
             return

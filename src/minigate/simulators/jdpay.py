@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import secrets
 import string
 from typing import Any
@@ -337,13 +338,17 @@ class JDPaySimulator:
 
     # ------------------------------------------------------------------ control routes
     async def _pay_route(self, request: Request) -> Response:
-        if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-            form = parse_form(await request.body()) or {}
+        body = await request.body()
+        if not body.lstrip().startswith(b"{"):   # the cashier's HTML form (a JSON body is JSON whatever its type)
+            form = parse_form(body) or {}
             status, answer = self.pay(form.get("out_trade_no", ""))
             text = "支付成功" if status == 200 else f"支付失败：{answer['code']}"
             return HTMLResponse(f"<!DOCTYPE html><html><body><h1>{text}</h1></body></html>", status)
-        data = await read_json_object(request)
-        if data is None or not isinstance(data.get("out_trade_no"), str):
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("out_trade_no"), str):
             return json_response({"code": "PARAM_ERROR", "message": 'JSON {"out_trade_no": ...} expected'}, 400)
         status, answer = self.pay(data["out_trade_no"])
         return json_response(answer, status)

@@ -102,6 +102,20 @@ async def provider_notification(provider: str, mode: str, app_id: str, request: 
     return Response(content=reply.body, status_code=reply.status_code, media_type=reply.content_type)
 
 
+_RETURN_PAGE = """<!DOCTYPE html><html lang="zh"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1"><title>支付已提交 · Payment submitted</title></head>
+<body style="font-family:sans-serif;text-align:center;padding:3em 1em">
+<h1>支付已提交</h1><p>请返回小程序查看订单状态。</p>
+<h2>Payment submitted</h2><p>Return to the mini-program to see your order.</p></body></html>"""
+
+
+@router.api_route("/return/{provider}/{mode}/{app_id}", methods=["GET", "POST"], include_in_schema=False)
+async def cashier_return(provider: str, mode: str, app_id: str) -> Response:
+    """Where a browser cashier sends the payer back. Shows a page and changes nothing: what the browser
+    brings back is never trusted (B-3); the order's state comes only from verified callbacks and queries."""
+    return Response(_RETURN_PAGE, media_type="text/html; charset=utf-8")
+
+
 @router.get("/healthz", tags=["operations"], summary="Liveness")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}

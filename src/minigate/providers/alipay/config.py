@@ -49,3 +49,35 @@ class AlipayConfig(BaseModel):
         if self.key_mode == "certificate" and not (self.app_cert and self.alipay_cert and self.alipay_root_cert):
             raise ValueError("key_mode=certificate needs app_cert, alipay_cert and alipay_root_cert")
         return self
+
+    def problems(self) -> list[str]:
+        """What would make these credentials fail in production (checked by ``apps set-credentials``)."""
+        from minigate.providers.alipay import signing
+
+        found: list[str] = []
+        try:
+            signing.load_private_key(self.app_private_key.get_secret_value())
+        except (ValueError, TypeError):
+            found.append("app_private_key is not a readable RSA private key (PEM or Base64)")
+        if self.alipay_public_key:
+            try:
+                signing.load_public_key(self.alipay_public_key)
+            except (ValueError, TypeError):
+                found.append("alipay_public_key is not a readable RSA public key")
+        for name in ("app_cert", "alipay_cert"):
+            value = getattr(self, name)
+            if value:
+                try:
+                    signing.load_certificate(value)
+                except (ValueError, TypeError):
+                    found.append(f"{name} is not a readable X.509 PEM")
+        if self.alipay_root_cert:
+            try:
+                signing.root_cert_sn(self.alipay_root_cert)
+            except (ValueError, TypeError):
+                found.append("alipay_root_cert holds no readable certificate")
+        if not self.seller_id.startswith("2088") or len(self.seller_id) != 16:
+            found.append("seller_id should be the 16-digit 2088… partner id")
+        if not self.base_url.startswith("https://"):
+            found.append("base_url must be https:// in live mode")
+        return found

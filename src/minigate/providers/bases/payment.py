@@ -39,6 +39,8 @@ class CreateOrderRequest:
     expires_at: datetime | None = None
     attach: str | None = None
     client_ip: str | None = None
+    #: where a browser cashier sends the payer back (JD's callbackUrl); informational, never trusted
+    return_url: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 

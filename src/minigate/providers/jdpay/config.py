@@ -38,3 +38,26 @@ class JDPayConfig(BaseModel):
     #: document as the author remembers it), ``datetime`` = absolute ``yyyyMMddHHmmss`` (the sample in §3.4).
     expire_time_format: Literal["seconds", "datetime"] = "seconds"
     request_timeout_seconds: float = 10.0
+
+    def problems(self) -> list[str]:
+        """What would make these credentials fail in production (checked by ``apps set-credentials``)."""
+        from minigate.providers.jdpay import crypto
+
+        found: list[str] = []
+        try:
+            crypto.load_private_key(self.merchant_private_key.get_secret_value())
+        except (ValueError, TypeError):
+            found.append("merchant_private_key is not a readable RSA private key (PKCS#8 Base64 or PEM)")
+        try:
+            crypto.load_public_key(self.jd_public_key)
+        except (ValueError, TypeError):
+            found.append("jd_public_key is not a readable RSA public key")
+        try:
+            crypto.decode_des_key(self.des_key.get_secret_value())
+        except (ValueError, TypeError):
+            found.append("des_key must be the Base64 of 24 bytes")
+        for name in ("base_url", "cashier_url", "callback_url"):
+            value = getattr(self, name)
+            if value and not value.startswith("https://"):
+                found.append(f"{name} must be https:// in live mode")
+        return found

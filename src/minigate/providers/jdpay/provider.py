@@ -129,7 +129,7 @@ class JDPayProvider(PaymentProvider):
             "version": schemas.VERSION, "merchant": self.config.merchant, "tradeNum": req.out_trade_no,
             "tradeName": req.description, "tradeDesc": req.description, "tradeTime": schemas.format_time(now),
             "amount": str(req.amount), "orderType": self.config.order_type, "currency": req.currency,
-            "note": req.attach or "", "callbackUrl": self.config.callback_url or req.notify_url,
+            "note": req.attach or "", "callbackUrl": self.config.callback_url or req.return_url or req.notify_url,
             "notifyUrl": req.notify_url, "ip": req.client_ip or "", "userId": req.payer_id, "expireTime": expire,
         }
         return {k: values[k] for k in _FORM_ORDER if values[k] != ""}
