@@ -66,7 +66,7 @@ async def test_f4_out_of_order_views_never_regress(gateway: Gateway) -> None:
 
 async def test_f6_close_timeout_is_unknown_then_converges(gateway: Gateway) -> None:
     order = await gateway.create_order()
-    await fault(gateway, next_call="charged_then_timeout", path=f"/v3/pay/transactions/out-trade-no/")
+    await fault(gateway, next_call="charged_then_timeout", path="/v3/pay/transactions/out-trade-no/")
     r = await gateway.http.post(f"/v1/orders/{order['id']}/close", headers=gateway.auth)
     assert r.status_code == 503 and r.json()["error"]["retryable"] is True
     assert (await gateway.order(order["id"]))["status"] == "pending"        # not guessed

@@ -157,3 +157,16 @@ async def test_notification_for_unknown_app_or_mode(gateway: Gateway) -> None:
     assert r.status_code == 404
     r = await gateway.http.post(f"/notify/paypal/test/{gateway.app_id}", content=b"{}")
     assert r.status_code == 404
+
+
+async def test_verified_but_unhandled_events_are_acknowledged_and_kept(gateway: Gateway) -> None:
+    """A genuine event minigate does not act on is acknowledged (else the provider resends it for a day)."""
+    _, body = gateway.sim._event("PROFITSHARING.FINISHED", "分账完成", "profitsharing", {"mchid": "1"})
+    headers = gateway.sim.signed_headers("public_key", body) | {"Content-Type": "application/json"}
+    r = await gateway.http.post(notify_url(gateway), content=body, headers=headers)
+    assert r.status_code in (200, 204)
+    async with gateway.rt.db.transaction() as session:
+        from sqlalchemy import select
+        rows = (await session.execute(select(InboundNotification))).scalars().all()
+    assert [(row.outcome, row.error_code) for row in rows] == [("ignored", "unsupported_event")]
+    assert await gateway.count(Event) == 0

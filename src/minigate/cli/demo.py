@@ -6,6 +6,7 @@ directory), then plays the mini-program, the payer and the merchant backend.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import base64
 import json
@@ -86,19 +87,20 @@ async def _until(check: Callable[[], Awaitable[bool]], within: float = 15.0) -> 
     return False
 
 
-class _Channel:
+class _Channel(abc.ABC):
     """What differs between channels in the demo: how the user logs in, what the cashier needs."""
 
     channel = ""
     provider = ""
     label = ""
 
+    @abc.abstractmethod
     async def login(self, http: httpx.AsyncClient, auth: dict[str, str]) -> tuple[bool, str, str]:
         """(ok, payer id, detail)"""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def check_pay_params(self, creds: dict[str, Any], params: dict[str, Any]) -> tuple[bool, str]:
-        raise NotImplementedError
+        """(ok, detail): are the cashier parameters what the mini-program needs?"""
 
     async def open_cashier(self, http: httpx.AsyncClient, params: dict[str, Any]) -> tuple[bool, str] | None:
         """What the mini-program does before the payer can pay; None when nothing is needed."""
@@ -195,7 +197,7 @@ async def run_demo(channel: str) -> int:
                 step("webhook endpoint registered", r.status_code == 200, r.json().get("id", r.text))
 
                 ok, payer, detail = await play.login(http, auth)
-                step("user identified (the app secret never leaves minigate)", ok, detail)
+                step("user identified (the provider credentials never leave minigate)", ok, detail)
 
                 order_body = {"channel": channel, "amount": 2500, "description": "Latte, large",
                               "merchant_order_no": f"DEMO{uuid.uuid4().hex[:12].upper()}",

@@ -112,7 +112,8 @@ async def set_credentials(rt: Runtime, *, app_id: str, mode: str, provider: str,
         try:
             validated = model(**raw)
         except ValidationError as exc:
-            fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+            fields = ", ".join(".".join(str(p) for p in e["loc"]) or e["msg"].removeprefix("Value error, ")
+                               for e in exc.errors())
             raise InvalidRequest(f"invalid {name} credentials: {fields}", param="config") from None
         problems = validated.problems() if mode == "live" and hasattr(validated, "problems") else []
         if problems:

@@ -46,7 +46,21 @@ async def handle_notification(rt: Runtime, *, provider_name: str, mode: str, app
         notification = await provider.parse_notification(headers, body)
         return await _apply(rt, provider, provider_name, app_id, mode, notification, headers, body)
     except NotificationRejected as exc:
+        if exc.code == "unsupported_event":
+            # genuine (providers raise this only after the signature verified) but nothing to act on, e.g.
+            # Alipay's WAIT_BUYER_PAY: acknowledge, or the provider would resend it for a day
+            return await _ignore(rt, provider, provider_name, app_id, mode, headers, body, exc)
         return await _reject(rt, provider, provider_name, app_id, mode, headers, body, exc)
+
+
+async def _ignore(rt: Runtime, provider: PaymentProvider, provider_name: str, app_id: str, mode: str,
+                  headers: Mapping[str, str], body: bytes, exc: NotificationRejected) -> NotificationReply:
+    log.info("verified notification ignored", provider=provider_name, reason=exc.message)
+    async with rt.db.transaction() as session:
+        session.add(InboundNotification(provider=provider_name, app_id=app_id, mode=mode, dedupe_key=None,
+                                        order_id=None, outcome="ignored", error_code=exc.code,
+                                        headers=_headers_to_keep(headers), body=body, received_at=rt.now()))
+    return provider.ack()
 
 
 async def _apply(rt: Runtime, provider: PaymentProvider, provider_name: str, app_id: str, mode: str,

@@ -9,6 +9,7 @@ Guesses (payment-protocols.md §5.4) are marked ``[guess]`` next to the answer t
 
 from __future__ import annotations
 
+import abc
 import base64
 import datetime as dt
 import hashlib
@@ -210,7 +211,7 @@ def render_bill(trades: Iterable[Trade], seller_id: str, bill_date: str) -> byte
 
 # ---------------------------------------------------------------------- handlers (§2.4, §2.6)
 
-class MethodHandlers:
+class MethodHandlers(abc.ABC):
     """``alipay.trade.*``, the bill locator and ``alipay.system.oauth.token``, mixed into ``AlipaySimulator``."""
 
     merchant: dict[str, str]
@@ -220,14 +221,17 @@ class MethodHandlers:
     _open_ids: dict[str, str]   # open_id handed out by oauth -> user_id of the same user
     _user_secret: bytes
 
+    @abc.abstractmethod
     def now(self) -> float:
-        raise NotImplementedError  # AlipaySimulator.now
+        """The simulator's clock (provided by AlipaySimulator)."""
 
+    @abc.abstractmethod
     def notify_trade(self, trade: Trade, event: str) -> str | None:
-        raise NotImplementedError  # AlipaySimulator.notify_trade
+        """Send the trade's notification (provided by AlipaySimulator)."""
 
+    @abc.abstractmethod
     def bill_url(self, base_url: str, bill_date: str) -> str:
-        raise NotImplementedError  # AlipaySimulator.bill_url
+        """Where the bill of ``bill_date`` can be downloaded (provided by AlipaySimulator)."""
 
     # ------------------------------------------------------------------ users
     def user_ids(self, user: str) -> tuple[str, str]:

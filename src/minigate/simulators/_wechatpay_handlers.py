@@ -8,6 +8,7 @@ notification sending (``notify``); authentication, routing and the control route
 
 from __future__ import annotations
 
+import abc
 import gzip
 import hashlib
 import re
@@ -39,7 +40,7 @@ from minigate.simulators._wechatpay_wire import (
 )
 
 
-class V3Handlers:
+class V3Handlers(abc.ABC):
     """The ``/v3`` handlers, ``order``, ``pay`` and ``settle_refund``, mixed into ``WeChatPaySimulator``."""
 
     merchant: dict[str, str]
@@ -52,12 +53,14 @@ class V3Handlers:
     _keys: dict[str, tuple[rsa.RSAPrivateKey, str]]
     _bills: dict[str, tuple[bytes, float]]
 
+    @abc.abstractmethod
     def now(self) -> float:
-        raise NotImplementedError  # WeChatPaySimulator.now
+        """The simulator's clock (provided by WeChatPaySimulator)."""
 
+    @abc.abstractmethod
     def notify(self, url: str, event_type: str, summary: str, original_type: str,
                plain: dict[str, Any]) -> str:
-        raise NotImplementedError  # WeChatPaySimulator.notify
+        """Encrypt, sign and deliver a notification (provided by WeChatPaySimulator)."""
 
     # ------------------------------------------------------------------ orders
 

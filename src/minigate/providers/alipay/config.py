@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -76,6 +77,12 @@ class AlipayConfig(BaseModel):
                 signing.root_cert_sn(self.alipay_root_cert)
             except (ValueError, TypeError):
                 found.append("alipay_root_cert holds no readable certificate")
+        if self.encrypt_key is not None:
+            try:
+                if len(base64.b64decode(self.encrypt_key.get_secret_value(), validate=True)) != 16:
+                    raise ValueError
+            except (ValueError, TypeError):
+                found.append("encrypt_key must be the Base64 of a 16-byte AES key")
         if not self.seller_id.startswith("2088") or len(self.seller_id) != 16:
             found.append("seller_id should be the 16-digit 2088… partner id")
         if not self.base_url.startswith("https://"):
