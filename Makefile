@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 RUN_STAMP  := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint install install-test demo clean
+.PHONY: run test simulate bench lint install install-test demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,17 @@ demo: $(RUN_STAMP)
 
 test: $(TEST_STAMP)
 	scripts/test.sh
+
+# long simulation runs (A-15): make simulate SEEDS=1000 [STEPS=150] [SIM_ARGS=--backend postgres]
+SEEDS ?= 100
+STEPS ?= 150
+simulate: $(TEST_STAMP)
+	$(BIN)/python -m tests.simulation --seeds $(SEEDS) --steps $(STEPS) $(SIM_ARGS)
+
+# benchmarks (bench/README.md): quick sizes, SQLite and PostgreSQL; make bench BENCH_ARGS="--full"
+bench: $(TEST_STAMP)
+	$(BIN)/python -m pip install -q -r bench/requirements.txt
+	$(BIN)/python -m bench all $(BENCH_ARGS)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests

@@ -81,7 +81,7 @@ async def authenticate(rt: Runtime, authorization: str | None) -> AppContext:
     if scheme.lower() != "bearer" or not key.startswith(("mg_test_", "mg_live_")):
         raise AuthenticationFailed("malformed API key", code="invalid_api_key")
     digest = _digest(key)
-    async with rt.db.transaction() as session:
+    async with rt.db.read() as session:
         row = (await session.execute(select(ApiKey).where(ApiKey.digest == digest))).scalar_one_or_none()
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.digest, digest):
         raise AuthenticationFailed("invalid API key", code="invalid_api_key")

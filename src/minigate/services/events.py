@@ -83,7 +83,7 @@ def endpoint_view(endpoint: WebhookEndpoint) -> dict[str, Any]:
 
 
 async def get_endpoint(rt: Runtime, ctx: AppContext, endpoint_id: str) -> WebhookEndpoint:
-    async with rt.db.transaction() as session:
+    async with rt.db.read() as session:
         row = await session.get(WebhookEndpoint, endpoint_id)
     if row is None or row.app_id != ctx.app_id or row.mode != ctx.mode:
         raise NotFound("no such webhook endpoint", code="resource_missing", details={"id": endpoint_id})
@@ -91,7 +91,7 @@ async def get_endpoint(rt: Runtime, ctx: AppContext, endpoint_id: str) -> Webhoo
 
 
 async def list_endpoints(rt: Runtime, ctx: AppContext) -> list[WebhookEndpoint]:
-    async with rt.db.transaction() as session:
+    async with rt.db.read() as session:
         return list((await session.execute(select(WebhookEndpoint).where(
             WebhookEndpoint.app_id == ctx.app_id, WebhookEndpoint.mode == ctx.mode)
             .order_by(WebhookEndpoint.created_at))).scalars().all())
@@ -170,7 +170,7 @@ async def list_deliveries(rt: Runtime, ctx: AppContext, *, event_id: str | None,
         query = query.where(WebhookDelivery.event_id == event_id)
     if status:
         query = query.where(WebhookDelivery.status == status)
-    async with rt.db.transaction() as session:
+    async with rt.db.read() as session:
         return list((await session.execute(query.order_by(WebhookDelivery.created_at.desc()).limit(limit)))
                     .scalars().all())
 

@@ -59,7 +59,7 @@ async def open_exception(rt: Runtime, session: AsyncSession, order: Order, kind:
 
 
 async def get_exception(rt: Runtime, ctx: AppContext, exception_id: str) -> PaymentException:
-    async with rt.db.transaction() as session:
+    async with rt.db.read() as session:
         row = await session.get(PaymentException, exception_id)
     if row is None or row.app_id != ctx.app_id or row.mode != ctx.mode:
         raise NotFound("no such payment exception", code="resource_missing", details={"id": exception_id})
@@ -70,7 +70,7 @@ async def list_exceptions(rt: Runtime, ctx: AppContext, *, status: str | None, l
     query = select(PaymentException).where(PaymentException.app_id == ctx.app_id, PaymentException.mode == ctx.mode)
     if status:
         query = query.where(PaymentException.status == status)
-    async with rt.db.transaction() as session:
+    async with rt.db.read() as session:
         return list((await session.execute(query.order_by(PaymentException.created_at.desc()).limit(limit)))
                     .scalars().all())
 

@@ -70,6 +70,9 @@ async def run_idempotent(rt: Runtime, ctx: AppContext, key: str | None, *, metho
         raise InvalidRequest("Idempotency-Key must be 1-255 printable characters", param="Idempotency-Key",
                              code="invalid_idempotency_key")
     fp = fingerprint(method, path, body)
+    replay = await _finished(rt, ctx, key, fp)
+    if replay is not None:        # the common retry: answered from a read, no lock taken
+        return replay
     idem, replay = await _acquire(rt, ctx, key, fp)
     if replay is not None:
         return replay
@@ -93,6 +96,19 @@ async def run_idempotent(rt: Runtime, ctx: AppContext, key: str | None, *, metho
             recovery_point=FINISHED, locked_until=None, response_status=response.status,
             response_body=response.body))
     return response
+
+
+async def _finished(rt: Runtime, ctx: AppContext, key: str, fp: str) -> Response | None:
+    async with rt.db.read() as session:
+        row = (await session.execute(select(IdempotencyKey).where(
+            IdempotencyKey.app_id == ctx.app_id, IdempotencyKey.mode == ctx.mode,
+            IdempotencyKey.key == key))).scalar_one_or_none()
+    if row is None or row.response_status is None or row.response_body is None or row.expires_at <= rt.now():
+        return None
+    if row.fingerprint != fp:
+        raise IdempotencyMismatch("this Idempotency-Key was used with a different request",
+                                  code="idempotency_key_reused")
+    return Response(row.response_status, row.response_body)
 
 
 async def _acquire(rt: Runtime, ctx: AppContext, key: str, fp: str) -> tuple[Idem, Response | None]:

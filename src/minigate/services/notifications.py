@@ -15,7 +15,7 @@ from minigate.errors import NotificationRejected
 from minigate.logging import get_logger
 from minigate.providers.bases.payment import NotificationReply, PaymentProvider
 from minigate.services.orders import apply_trade_status, lock_order
-from minigate.services.refunds import apply_refund_status
+from minigate.services.refunds import apply_refund_status, lock_refund
 from minigate.services.runtime import Runtime
 from minigate.store.tables import App, InboundNotification, Order, OrderEvent, Refund
 
@@ -36,7 +36,7 @@ async def handle_notification(rt: Runtime, *, provider_name: str, mode: str, app
     if mode not in ("test", "live") or (mode == "live" and rt.settings.mode != "live"):
         return await _reject(rt, None, provider_name, app_id, mode, headers, body,
                              NotificationRejected("unknown_route", "no such notification route", http_status=404))
-    async with rt.db.transaction() as session:
+    async with rt.db.read() as session:
         app = await session.get(App, app_id)
     if app is None:
         return await _reject(rt, None, provider_name, None, mode, headers, body,
@@ -68,17 +68,12 @@ async def _apply(rt: Runtime, provider: PaymentProvider, provider_name: str, app
     dedupe_key = f"{app_id}:{mode}:{notification.event_id}"
     try:
         async with rt.db.transaction() as session:
-            seen = (await session.execute(select(InboundNotification.id).where(
-                InboundNotification.provider == provider_name,
-                InboundNotification.dedupe_key == dedupe_key))).scalar_one_or_none()
-            if seen is not None:
-                log.info("duplicate notification acknowledged", provider=provider_name, event_type="duplicate")
-                return provider.ack()
-            order, outcome = await _transition(rt, session, provider_name, app_id, mode, notification)
-            session.add(InboundNotification(
-                provider=provider_name, app_id=app_id, mode=mode, dedupe_key=dedupe_key,
-                order_id=order.id, outcome=outcome, error_code=None, headers=_headers_to_keep(headers),
-                body=body, received_at=rt.now()))
+            outcome, order_id = await _transition(rt, session, provider_name, app_id, mode, notification, dedupe_key)
+            if outcome != "duplicate_event":
+                session.add(InboundNotification(
+                    provider=provider_name, app_id=app_id, mode=mode, dedupe_key=dedupe_key,
+                    order_id=order_id, outcome=outcome, error_code=None, headers=_headers_to_keep(headers),
+                    body=body, received_at=rt.now()))
     except IntegrityError:
         # the same event committed concurrently through another request or process: already handled
         return provider.ack()
@@ -86,35 +81,48 @@ async def _apply(rt: Runtime, provider: PaymentProvider, provider_name: str, app
     return provider.ack()
 
 
+async def _seen(session: Any, provider_name: str, dedupe_key: str) -> bool:
+    return (await session.execute(select(InboundNotification.id).where(
+        InboundNotification.provider == provider_name,
+        InboundNotification.dedupe_key == dedupe_key))).scalar_one_or_none() is not None
+
+
 async def _transition(rt: Runtime, session: Any, provider_name: str, app_id: str, mode: str,
-                      notification: Notification) -> tuple[Order, str]:
+                      notification: Notification, dedupe_key: str) -> tuple[str, str]:
+    """Locate and lock, **validate**, then de-duplicate and apply (A-8): a signed callback with a wrong amount is
+    refused even when it reuses a genuine event's id (JD derives ids from the trade, not the message)."""
     if notification.kind is NotificationKind.PAYMENT and notification.trade is not None:
+        trade = notification.trade
         order_id = (await session.execute(select(Order.id).where(
-            Order.provider == provider_name, Order.out_trade_no == notification.trade.out_trade_no,
+            Order.provider == provider_name, Order.out_trade_no == trade.out_trade_no,
             Order.app_id == app_id, Order.mode == mode))).scalar_one_or_none()
         if order_id is None:
             raise NotificationRejected("unknown_order", "no order with this out_trade_no", http_status=404)
         order = await lock_order(session, order_id)
-        outcome = await apply_trade_status(rt, session, order, notification.trade, source="notification")
-        if outcome == "amount_mismatch":
+        if trade.amount_total is not None and trade.amount_total != order.amount:
             raise NotificationRejected("amount_mismatch", "notified amount differs from the order amount",
                                        order_id=order.id, details={"expected": order.amount,
-                                                                   "reported": notification.trade.amount_total})
-        return order, outcome
+                                                                   "reported": trade.amount_total})
+        if await _seen(session, provider_name, dedupe_key):
+            log.info("duplicate notification acknowledged", provider=provider_name, event_type="duplicate")
+            return "duplicate_event", order.id
+        return await apply_trade_status(rt, session, order, trade, source="notification"), order.id
     if notification.kind is NotificationKind.REFUND and notification.refund is not None:
-        refund = (await session.execute(select(Refund).where(
+        found = (await session.execute(select(Refund.id, Refund.order_id).where(
             Refund.provider == provider_name, Refund.out_refund_no == notification.refund.out_refund_no,
-            Refund.app_id == app_id, Refund.mode == mode))).scalar_one_or_none()
-        if refund is None:
+            Refund.app_id == app_id, Refund.mode == mode))).one_or_none()
+        if found is None:
             raise NotificationRejected("unknown_refund", "no refund with this out_refund_no", http_status=404)
-        order = await lock_order(session, refund.order_id)
-        outcome = await apply_refund_status(rt, session, order, refund, notification.refund,
-                                            source="notification")
-        if outcome == "amount_mismatch":
+        order = await lock_order(session, found.order_id)         # the order's lock guards its refunds too
+        refund = await lock_refund(session, found.id)
+        if notification.refund.amount is not None and notification.refund.amount != refund.amount:
             raise NotificationRejected("amount_mismatch", "notified refund amount differs from the refund",
                                        order_id=order.id, details={"refund": refund.id, "expected": refund.amount,
                                                                    "reported": notification.refund.amount})
-        return order, outcome
+        if await _seen(session, provider_name, dedupe_key):
+            return "duplicate_event", order.id
+        return await apply_refund_status(rt, session, order, refund, notification.refund,
+                                         source="notification"), order.id
     raise NotificationRejected("unsupported_event", "notification kind not handled")
 
 

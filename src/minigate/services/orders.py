@@ -39,6 +39,8 @@ _MERCHANT_NO = re.compile(r"^[0-9A-Za-z_\-*|]{1,64}$")
 #: after creation, the first active query comes after T1 (A-9), then this backoff
 CHECK_SCHEDULE = (60, 5, 15, 30, 60, 120, 300, 600)
 PAYER_CONTEXT = "payer"
+#: closed orders are queried again this long after their expiry (then once more, a day after it)
+CLOSED_FOLLOWUP = (timedelta(minutes=10), timedelta(days=1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,13 +109,20 @@ def move(session: AsyncSession, order: Order, target: str, *, source: str, now: 
         raise AssertionError(f"illegal transition {order.status} -> {target}")
     record(session, order, f"order.{target}", source=source, now=now, from_status=order.status,
            to_status=target, data=data)
+    if target == "closed" and not order.failure_code:
+        # A close is not always the provider's last word (JD Pay H5 has no close; a payer may pay in an open
+        # cashier): a closed order is queried again after its expiry, so a late payment is found, never lost.
+        order.next_check_at = max(order.expires_at, now) + CLOSED_FOLLOWUP[0]
     order.status = target
     order.version += 1
     order.updated_at = now
 
 
 async def lock_order(session: AsyncSession, order_id: str) -> Order:
-    row = (await session.execute(select(Order).where(Order.id == order_id).with_for_update())).scalar_one()
+    """Lock the order row and return it **as committed now** (populate_existing: never a stale copy the
+    session loaded before the lock was granted)."""
+    row = (await session.execute(select(Order).where(Order.id == order_id).with_for_update()
+                                 .execution_options(populate_existing=True))).scalar_one()
     return row
 
 
@@ -188,7 +197,7 @@ async def complete_creation(rt: Runtime, order_id: str, *, source: str) -> Order
 
 
 async def get_order(rt: Runtime, ctx: AppContext, order_id: str) -> Order:
-    async with rt.db.transaction() as session:
+    async with rt.db.read() as session:
         order = await session.get(Order, order_id)
     if order is None or order.app_id != ctx.app_id or order.mode != ctx.mode:
         raise NotFound("no such order", code="resource_missing", details={"id": order_id})
@@ -216,7 +225,7 @@ async def list_orders(rt: Runtime, ctx: AppContext, *, limit: int, starting_afte
         query = query.where((Order.created_at < cursor.created_at) |
                             ((Order.created_at == cursor.created_at) & (Order.id < cursor.id)))
     query = query.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit + 1)
-    async with rt.db.transaction() as session:
+    async with rt.db.read() as session:
         rows = list((await session.execute(query)).scalars().all())
     return rows[:limit], len(rows) > limit
 
@@ -292,13 +301,13 @@ async def apply_trade_status(rt: Runtime, session: AsyncSession, order: Order, s
                              source: str) -> str:
     """Apply a verified provider view of the trade to the locked order. Returns what happened."""
     now = rt.now()
+    if status.amount_total is not None and status.amount_total != order.amount:   # any state, not only paid (B-2)
+        record(session, order, "payment.amount_mismatch", source=source, now=now,
+               data={"expected": order.amount, "reported": status.amount_total})
+        log.warning("payment amount mismatch", order_id=order.id, expected=order.amount,
+                    reported=status.amount_total, source=source)
+        return "amount_mismatch"
     if status.state in (TradeState.PAID, TradeState.REFUNDED):
-        if status.amount_total is not None and status.amount_total != order.amount:
-            record(session, order, "payment.amount_mismatch", source=source, now=now,
-                   data={"expected": order.amount, "reported": status.amount_total})
-            log.warning("payment amount mismatch", order_id=order.id, expected=order.amount,
-                        reported=status.amount_total, source=source)
-            return "amount_mismatch"
         if order.status not in ("creating", "pending", "closed"):
             return "duplicate"
         was_closed = order.status == "closed"

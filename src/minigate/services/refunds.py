@@ -25,7 +25,7 @@ from minigate.services.runtime import Runtime
 from minigate.store.tables import Order, Refund
 
 __all__ = ["MAX_REFUNDS_PER_ORDER", "apply_refund_status", "complete_refund", "create_refund", "get_refund",
-           "list_refunds", "refund_view", "reserve_refund"]
+           "list_refunds", "lock_refund", "refund_view", "reserve_refund"]
 
 MAX_REFUNDS_PER_ORDER = 50
 REFUND_CHECK_SECONDS = (5, 15, 30, 60, 120, 300, 600)
@@ -114,11 +114,18 @@ async def complete_refund(rt: Runtime, refund_id: str, *, source: str) -> Refund
     return await apply_refund_result(rt, refund_id, result, source=source)
 
 
+async def lock_refund(session: AsyncSession, refund_id: str) -> Refund:
+    """The refund row, locked and as committed now. Take the order's lock first (lock order: order, refund)."""
+    return (await session.execute(select(Refund).where(Refund.id == refund_id).with_for_update()
+                                  .execution_options(populate_existing=True))).scalar_one()
+
+
 async def apply_refund_result(rt: Runtime, refund_id: str, result: ProviderResult[RefundStatus], *,
                               source: str) -> Refund:
     async with rt.db.transaction() as session:
-        refund = (await session.execute(select(Refund).where(Refund.id == refund_id))).scalar_one()
-        order = await lock_order(session, refund.order_id)
+        order_id = (await session.execute(select(Refund.order_id).where(Refund.id == refund_id))).scalar_one()
+        order = await lock_order(session, order_id)
+        refund = await lock_refund(session, refund_id)
         if result.ok and result.value is not None:
             await apply_refund_status(rt, session, order, refund, result.value, source=source)
         else:  # a business refusal is definite: nothing was refunded
@@ -174,7 +181,7 @@ async def _finish(rt: Runtime, session: AsyncSession, order: Order, refund: Refu
 
 
 async def get_refund(rt: Runtime, ctx: AppContext, refund_id: str) -> Refund:
-    async with rt.db.transaction() as session:
+    async with rt.db.read() as session:
         refund = await session.get(Refund, refund_id)
     if refund is None or refund.app_id != ctx.app_id or refund.mode != ctx.mode:
         raise NotFound("no such refund", code="resource_missing", details={"id": refund_id})
@@ -185,7 +192,7 @@ async def list_refunds(rt: Runtime, ctx: AppContext, *, order_id: str | None, li
     query = select(Refund).where(Refund.app_id == ctx.app_id, Refund.mode == ctx.mode)
     if order_id:
         query = query.where(Refund.order_id == order_id)
-    async with rt.db.transaction() as session:
+    async with rt.db.read() as session:
         return list((await session.execute(query.order_by(Refund.created_at.desc()).limit(limit))).scalars())
 
 

@@ -107,7 +107,7 @@ class Runtime:
         return self._provider_client
 
     async def _stored_config(self, app_id: str, mode: str, provider: str) -> tuple[str, dict[str, Any]] | None:
-        async with self.db.transaction() as session:
+        async with self.db.read() as session:
             row = (await session.execute(select(AppCredential).where(
                 AppCredential.app_id == app_id, AppCredential.mode == mode,
                 AppCredential.provider == provider))).scalar_one_or_none()

@@ -17,7 +17,7 @@ from prometheus_client import Counter
 from sqlalchemy import or_, select
 
 from minigate import webhook_signature
-from minigate.domain.results import StandardCode
+from minigate.domain.results import ProviderResult, StandardCode, TradeStatus
 from minigate.errors import OutcomeUnknown, ProviderError
 from minigate.logging import get_logger
 from minigate.services import orders as order_service
@@ -124,7 +124,7 @@ async def _claim_checks(rt: Runtime, model: type[Order] | type[Refund], statuses
 
 async def check_due_orders(rt: Runtime, *, limit: int = BATCH) -> int:
     """A-9/A-10: query orders with no notification; at expiry query, then close."""
-    ids = await _claim_checks(rt, Order, ("creating", "pending"), order_service.CHECK_SCHEDULE[1:], limit)
+    ids = await _claim_checks(rt, Order, ("creating", "pending", "closed"), order_service.CHECK_SCHEDULE[1:], limit)
     for order_id in ids:
         try:
             await _check_order(rt, order_id)
@@ -141,6 +141,9 @@ async def _check_order(rt: Runtime, order_id: str) -> None:
         assert order is not None
     provider = await rt.payment_provider(order.app_id, order.mode, order.provider)
     result = await provider.query_order(order.out_trade_no)
+    if order.status == "closed":
+        await _follow_up_closed(rt, order_id, result)
+        return
     if order.status == "creating":
         if not result.ok and result.code is StandardCode.NOT_FOUND:
             await order_service.complete_creation(rt, order_id, source="worker")
@@ -163,6 +166,20 @@ async def _check_order(rt: Runtime, order_id: str) -> None:
     elif closed.code is StandardCode.ALREADY_PAID:
         await order_service.apply_query_result(rt, order_id, await provider.query_order(order.out_trade_no),
                                                source="worker")
+
+
+async def _follow_up_closed(rt: Runtime, order_id: str, result: ProviderResult[TradeStatus]) -> None:
+    """A closed order, queried after its expiry: a payment the provider still took is applied (and raised as
+    order.paid_after_close); otherwise one more look a day after expiry, then never again."""
+    outcome = await order_service.apply_query_result(rt, order_id, result, source="worker")
+    if outcome == "paid":
+        return
+    async with rt.db.transaction() as session:
+        order = await order_service.lock_order(session, order_id)
+        if order.status != "closed":
+            return
+        last = order.expires_at + order_service.CLOSED_FOLLOWUP[1]
+        order.next_check_at = last if rt.now() < last else None
 
 
 async def check_due_refunds(rt: Runtime, *, limit: int = BATCH) -> int:

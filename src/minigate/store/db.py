@@ -40,11 +40,21 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        # reads: on SQLite a deferred BEGIN (a snapshot without the write lock: WAL readers never wait for
+        # writers); on PostgreSQL an ordinary transaction
+        self._read_sessionmaker = async_sessionmaker(self.engine.execution_options(minigate_read_only=True),
+                                                     expire_on_commit=False)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One unit of work: commits on success, rolls back on any exception."""
         async with self.sessionmaker() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A transaction that only reads. Writing in it is a bug (SQLite would then take the lock late)."""
+        async with self._read_sessionmaker() as session, session.begin():
             yield session
 
     async def dispose(self) -> None:
@@ -66,4 +76,4 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("minigate_read_only") else "BEGIN IMMEDIATE")

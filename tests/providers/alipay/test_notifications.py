@@ -82,7 +82,7 @@ async def test_event_id_is_stable_across_retries() -> None:
     (form(FIELDS, sign_type="RSA"), "invalid_signature"),
     (form(FIELDS | {"app_id": "2021000000000000"}), "app_mismatch"),
     (form(FIELDS | {"seller_id": "2088000000000000"}), "merchant_mismatch"),
-    (form(FIELDS | {"trade_status": "WAIT_BUYER_PAY"}), "unsupported_event"),
+    (form(FIELDS | {"trade_status": "TRADE_PENDING_SOMETHING"}), "unsupported_event"),
     (form(FIELDS | {"notify_type": "fund_sync"}), "unsupported_event"),
     (form(FIELDS | {"total_amount": "8.888"}), "malformed_body"),
     (form({k: v for k, v in FIELDS.items() if k != "notify_id"}), "malformed_body"),
@@ -104,3 +104,9 @@ def test_ack_and_nack() -> None:
     nack = PROVIDER.nack("amount_mismatch", "x")
     assert nack.status_code == 500 and nack.body == b"fail"
     assert PROVIDER.nack("invalid_signature", "x").status_code == 400
+
+
+async def test_wait_buyer_pay_parses_as_a_pending_view_so_its_amount_is_checked_too() -> None:
+    notification = await parse(form(FIELDS | {"trade_status": "WAIT_BUYER_PAY"}))
+    assert notification.trade is not None and notification.trade.state is TradeState.PENDING
+    assert notification.trade.amount_total == 8888

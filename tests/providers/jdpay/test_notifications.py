@@ -82,9 +82,8 @@ def _cases() -> dict[str, tuple[bytes, str]]:
         "bad-amount": (notification(payment_fields(amount="1.00")), "malformed_body"),
         "inner-merchant": (notification(payment_fields(merchant="999")), "merchant_mismatch"),
         "outer-merchant": (notification(payment_fields(), merchant="999"), "merchant_mismatch"),
-        "unpaid": (notification(payment_fields(status="0")), "unsupported_event"),
+        "unknown-status": (notification(payment_fields(status="7")), "unsupported_event"),
         "unknown-type": (notification(payment_fields(tradeType="9")), "unsupported_event"),
-        "refund-processing": (notification(refund_fields("0")), "unsupported_event"),
     }
 
 
@@ -104,3 +103,10 @@ def test_ack_and_nack() -> None:
     assert make_provider(notify_ack_body="success").ack().body == b"success"
     nack = provider.nack("invalid_signature", "whatever")
     assert (nack.status_code, nack.body, nack.content_type) == (400, b"fail", "text/plain")
+
+
+async def test_non_final_views_parse_so_their_fields_are_checked_too() -> None:
+    unpaid = await make_provider().parse_notification(HEADERS, notification(payment_fields(status="0")))
+    assert unpaid.trade is not None and unpaid.trade.state is TradeState.PENDING and unpaid.trade.amount_total
+    processing = await make_provider().parse_notification(HEADERS, notification(refund_fields("0")))
+    assert processing.refund is not None and processing.refund.state is RefundState.PROCESSING

@@ -28,7 +28,7 @@ async def list_events(rt: RuntimeDep, ctx: AppDep, type: str | None = None,
     query = select(Event).where(Event.app_id == ctx.app_id, Event.mode == ctx.mode)
     if type:
         query = query.where(Event.type == type)
-    async with rt.db.transaction() as session:
+    async with rt.db.read() as session:
         rows = (await session.execute(query.order_by(Event.created_at.desc(), Event.id.desc())
                                       .limit(limit))).scalars().all()
     return {"object": "list", "data": [events.event_view(e) for e in rows], "has_more": False}
@@ -36,7 +36,7 @@ async def list_events(rt: RuntimeDep, ctx: AppDep, type: str | None = None,
 
 @router.get("/v1/events/{event_id}", tags=["events"], summary="Retrieve an event")
 async def get_event(event_id: str, rt: RuntimeDep, ctx: AppDep) -> dict[str, Any]:
-    async with rt.db.transaction() as session:
+    async with rt.db.read() as session:
         row = await session.get(Event, event_id)
     if row is None or row.app_id != ctx.app_id or row.mode != ctx.mode:
         raise NotFound("no such event", code="resource_missing", details={"id": event_id})
@@ -124,7 +124,7 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", tags=["operations"], summary="Readiness: the database answers")
 async def readyz(rt: RuntimeDep) -> Response:
     try:
-        async with rt.db.transaction() as session:
+        async with rt.db.read() as session:
             await session.execute(text("SELECT 1"))
     except Exception:  # any database failure means "not ready"; the reason goes to the log
         return Response('{"status":"unavailable","database":"down"}', status_code=503,

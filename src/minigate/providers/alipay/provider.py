@@ -58,7 +58,9 @@ REJECTION_STATUS: Mapping[str, int] = {
     "merchant_mismatch": 400, "unsupported_event": 400,
 }
 #: trade_status values that produce a PAYMENT notification (WAIT_BUYER_PAY is not notified by default, §5.5).
-NOTIFY_EVENTS = frozenset({"TRADE_SUCCESS", "TRADE_FINISHED", "TRADE_CLOSED"})
+#: every trade state is parsed, WAIT_BUYER_PAY included (off by default at Alipay, §5.5): the service then
+#: validates its fields (amount, §B-2) like any other view of the trade, and a pending view changes nothing
+NOTIFY_EVENTS = frozenset({"WAIT_BUYER_PAY", "TRADE_SUCCESS", "TRADE_FINISHED", "TRADE_CLOSED"})
 _MAX_FORM_FIELDS = 200
 
 

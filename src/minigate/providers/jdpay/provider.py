@@ -43,7 +43,6 @@ from minigate.domain.results import (
     Notification,
     NotificationKind,
     ProviderResult,
-    RefundState,
     RefundStatus,
     StandardCode,
     TradeState,
@@ -286,14 +285,14 @@ class JDPayProvider(PaymentProvider):
             raise _reject("merchant_mismatch", "callback merchant is not this merchant")
         trade_type, status = data.get("tradeType"), data.get("status")
         try:
-            if trade_type == "0" and status == "2":
+            # Every known status is parsed, not only the final ones: the service validates the fields (the
+            # amount, B-2) of any verified view and applies it; a non-final view changes nothing.
+            if trade_type == "0" and status in schemas.TRADE_STATES:
                 return Notification(kind=NotificationKind.PAYMENT, event_id=event_id(data),
                                     trade=schemas.trade_status(data))
             if trade_type == "1" and status in schemas.REFUND_STATES:
-                refund = schemas.refund_status(data)
-                if refund.state is RefundState.PROCESSING:
-                    raise _reject("unsupported_event", "refund notification without a final status")
-                return Notification(kind=NotificationKind.REFUND, event_id=event_id(data), refund=refund)
+                return Notification(kind=NotificationKind.REFUND, event_id=event_id(data),
+                                    refund=schemas.refund_status(data))
         except schemas.WireFormatError as exc:
             raise _reject("malformed_body", f"callback shape: {exc}") from exc
         raise _reject("unsupported_event", f"tradeType {str(trade_type)[:8]!r} status {str(status)[:8]!r}")

@@ -1,0 +1,1 @@
+"""minigate benchmarks: ``python -m bench checkout|notify|replay|limit|profile|all`` (see bench/README.md)."""

@@ -1,0 +1,1 @@
+"""The baseline: what most teams write today (Flask + wechatpayv3 + SQLAlchemy), for ratios."""
