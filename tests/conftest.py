@@ -3,6 +3,7 @@ to the in-process sandbox and a merchant webhook receiver over ASGI transports (
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -164,7 +165,15 @@ def sandbox_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 async def gateway(database_url: str, tmp_path: Path, sandbox_dir: Path) -> AsyncIterator[Gateway]:
-    settings = load_settings(data_dir=tmp_path / "data", database_url=database_url, public_url="http://gateway",
+    async with open_gateway(database_url, tmp_path / "data", sandbox_dir) as gw:
+        yield gw
+
+
+@contextlib.asynccontextmanager
+async def open_gateway(database_url: str, data_dir: Path, sandbox_dir: Path) -> AsyncIterator[Gateway]:
+    """An in-process gateway with its sandbox and a merchant receiver, and a first app (also used outside
+    pytest, by ``python -m tests.simulation``)."""
+    settings = load_settings(data_dir=data_dir, database_url=database_url, public_url="http://gateway",
                              sandbox_dir=sandbox_dir, sandbox_time_scale=0.0001, run_worker=False,
                              master_key="test-master-key-0123456789abcdef0123456789")
     merchant = MerchantReceiver()

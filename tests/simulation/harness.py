@@ -817,27 +817,11 @@ async def run_seed(gw: Any, seed: int, *, steps: int = 150) -> Report:
 
 @contextlib.asynccontextmanager
 async def fresh_gateway(database_url: str, data_dir: Path, sandbox_dir: Path) -> AsyncIterator[Any]:
-    """The same wiring as the ``gateway`` fixture of ``tests/conftest.py`` (for ``python -m tests.simulation``)."""
-    from minigate.api.app import create_app
-    from minigate.config import load_settings
-    from minigate.services.runtime import Runtime
-    from tests.conftest import Gateway
-    from tests.support import MerchantReceiver, RoutingTransport
+    """The ``gateway`` fixture's wiring, for ``python -m tests.simulation``."""
+    from tests.conftest import open_gateway
 
-    settings = load_settings(data_dir=data_dir, database_url=database_url, public_url="http://gateway",
-                             sandbox_dir=sandbox_dir, sandbox_time_scale=0.0001, run_worker=False,
-                             master_key="test-master-key-0123456789abcdef0123456789")
-    merchant = MerchantReceiver()
-    transport = RoutingTransport()
-    rt = Runtime(settings, webhook_transport=transport)
-    app = create_app(settings, runtime=rt)
-    transport.route("gateway", app)
-    transport.route("merchant.example", merchant.app)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as http:
-            gw = Gateway(app, rt, http, merchant)
-            gw.app_id, gw.key = await gw.new_app()
-            yield gw
+    async with open_gateway(database_url, data_dir, sandbox_dir) as gw:
+        yield gw
 
 
 def utc_now() -> datetime:
