@@ -26,13 +26,14 @@ webhooks_app = typer.Typer(no_args_is_help=True, help="Outbound webhooks to the 
 app.add_typer(webhooks_app, name="webhooks")
 
 
-def _register_sandbox() -> None:
-    from minigate.cli import sandbox
+def _register_subcommands() -> None:
+    from minigate.cli import reconcile, sandbox
 
     app.add_typer(sandbox.app, name="sandbox", help="The provider simulators, on their own.")
+    app.command("reconcile")(reconcile.reconcile)
 
 
-_register_sandbox()
+_register_subcommands()
 
 
 @app.command()

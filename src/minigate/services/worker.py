@@ -23,6 +23,7 @@ from minigate.logging import get_logger
 from minigate.services import orders as order_service
 from minigate.services import refunds as refund_service
 from minigate.services.events import event_view, signing_secrets
+from minigate.services.reconcile import reconcile_due
 from minigate.services.runtime import Runtime
 from minigate.store.tables import Event, Order, Refund, WebhookDelivery, WebhookEndpoint
 
@@ -132,6 +133,8 @@ async def check_due_orders(rt: Runtime, *, limit: int = BATCH) -> int:
             log.warning("order check inconclusive", order_id=order_id, provider_code=exc.provider_code)
         except ProviderError as exc:
             log.error("order check failed", order_id=order_id, provider_code=exc.provider_code)
+        except Exception:  # one bad order must not abort the checks of the others in this batch
+            log.exception("order check crashed", order_id=order_id)
     return len(ids)
 
 
@@ -189,6 +192,8 @@ async def check_due_refunds(rt: Runtime, *, limit: int = BATCH) -> int:
             await _check_refund(rt, refund_id)
         except ProviderError as exc:
             log.warning("refund check inconclusive", refund_id=refund_id, provider_code=exc.provider_code)
+        except Exception:  # one bad refund must not abort the checks of the others in this batch
+            log.exception("refund check crashed", refund_id=refund_id)
     return len(ids)
 
 
@@ -220,6 +225,10 @@ class Worker:
         done = await deliver_due_webhooks(self.rt)
         done += await check_due_orders(self.rt)
         done += await check_due_refunds(self.rt)
+        try:   # daily reconciliation: a bill that cannot be fetched must not stall the rest
+            await reconcile_due(self.rt)
+        except Exception:  # logged with its traceback; retried on a later pass
+            log.exception("scheduled reconciliation failed")
         return done
 
     async def run(self) -> None:
