@@ -14,8 +14,6 @@ import asyncio
 import os
 import random
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -39,22 +37,6 @@ SEED = int(os.environ.get("MINIGATE_CRASH_SEED", "20261126"))
 ORDERS = 150
 CLIENTS = 8
 KILLS = int(os.environ.get("MINIGATE_CRASH_KILLS", "5"))
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    processes = Processes(tmp_path / "run")
-    yield processes
-    processes.kill_all()
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[Receiver, ThreadedServer]]:
-    rec = Receiver()
-    server = ThreadedServer(rec.app)
-    server.start()
-    yield rec, server
-    server.stop()
 
 
 async def _chaos(procs: Processes, gw: GatewayProc, rng: random.Random, stats: Stats,

@@ -17,7 +17,6 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -41,22 +40,6 @@ SEED = int(os.environ.get("MINIGATE_SCALE_SEED", "20261127"))
 ORDERS = 150
 CLIENTS = 9
 GATEWAYS = 3
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    processes = Processes(tmp_path / "run")
-    yield processes
-    processes.kill_all()
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[Receiver, ThreadedServer]]:
-    rec = Receiver()
-    server = ThreadedServer(rec.app)
-    server.start()
-    yield rec, server
-    server.stop()
 
 
 @pytest.fixture
