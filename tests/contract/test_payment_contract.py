@@ -173,3 +173,20 @@ async def test_browser_return_page_changes_nothing(gateway: Gateway, driver: Dri
                                 data={"tradeNum": order["out_trade_no"], "status": "2"})
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]
     assert await status(gateway, order) == "pending"
+
+
+async def test_reordered_notifications_both_land(gateway: Gateway, driver: Driver) -> None:
+    """The sandbox's reorder fault holds a callback until the next one was delivered: order B's arrives first."""
+    await gateway.add_webhook()
+    r = await gateway.http.post(f"/sandbox/{driver.provider}/_sandbox/faults",
+                                json={"notify": "reorder", "seconds": 1_000_000})
+    assert r.status_code < 300, r.text
+    first, second = await create(gateway, driver), await create(gateway, driver)
+    await driver.open_cashier(gateway, first)
+    await gateway.http.post(f"/sandbox/{driver.provider}/_sandbox/pay", json={"out_trade_no": first["out_trade_no"]})
+    assert await status(gateway, first) == "pending"          # held back
+    await driver.pay(gateway, second)                           # delivered, then releases the first
+    assert await status(gateway, second) == "paid" and await status(gateway, first) == "paid"
+    await gateway.run_worker()
+    paid = [e["data"]["object"]["id"] for e in gateway.merchant.events if e["type"] == "order.paid"]
+    assert paid == [second["id"], first["id"]]

@@ -59,7 +59,7 @@ BEIJING = dt.timezone(dt.timedelta(hours=8))
 #: Next-call faults. ``bad_signature``: the operation runs, but the response signature does not verify.
 CALL_FAULTS = ("timeout", "http_500", "http_429", "charged_then_timeout", "bad_signature")
 #: Notification faults, each applied to the next ``count`` notifications.
-NOTIFY_FAULTS = ("drop", "duplicate", "tamper", "signtest_probe", "delay")
+NOTIFY_FAULTS = ("drop", "duplicate", "tamper", "signtest_probe", "delay", "reorder")
 #: Host names that reach an in-process receiver (httpx ASGITransport / the gateway's own transport).
 IN_PROCESS_HOSTS = frozenset({"testserver", "gateway", "localhost"})
 
@@ -217,7 +217,9 @@ class CallFault:
 class NotifyFault:
     kind: str
     count: int = 1
-    seconds: float = 60.0  # "delay": extra wait before the first attempt (scaled by time_scale)
+    #: "delay": extra wait before the first attempt; "reorder": the longest wait for the next notification to
+    #: be delivered first (both scaled by time_scale)
+    seconds: float = 60.0
 
 
 class Faults:
@@ -373,6 +375,8 @@ class Deliverer:
         self.acknowledged: Callable[[int, bytes], bool] = lambda status, _body: status in self.ok_statuses
         self.log: list[DeliveryRecord] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        #: notifications held back by a "reorder" fault until the next one has been delivered
+        self._held: list[asyncio.Event] = []
         self._own_client: httpx.AsyncClient | None = None
 
     def submit(self, *, event_id: str, url: str, event_type: str, build: Builder,
@@ -401,8 +405,18 @@ class Deliverer:
 
     async def _run(self, record: DeliveryRecord, build: Builder, fault: NotifyFault | None) -> None:
         kind = fault.kind if fault else None
+        held: list[asyncio.Event] = []
         if kind == "delay" and fault is not None:
             await asyncio.sleep(fault.seconds * self.time_scale)
+        if kind == "reorder" and fault is not None:   # arrive after the notification that follows this one
+            released = asyncio.Event()
+            self._held.append(released)
+            try:
+                await asyncio.wait_for(released.wait(), timeout=fault.seconds * self.time_scale)
+            except TimeoutError:
+                pass
+        else:
+            held, self._held = self._held, []
         delays = (0.0, *self.schedule)
         for index, delay in enumerate(delays):
             if index:
@@ -410,6 +424,9 @@ class Deliverer:
             variant = kind if index == 0 and kind in ("tamper", "signtest_probe") else "genuine"
             if await self._attempt(record, build(variant), variant):
                 record.state = "delivered"
+                if kind != "reorder":
+                    for event in held:
+                        event.set()
                 if kind == "duplicate":
                     await self._attempt(record, build("genuine"), "duplicate")
                 return
