@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -30,8 +30,8 @@ from minigate.services.runtime import CHANNELS, Runtime
 from minigate.store.tables import Order, OrderEvent
 from minigate.vault import mask
 
-__all__ = ["NewOrder", "apply_trade_status", "close_order", "complete_creation", "create_order", "get_order",
-           "list_orders", "lock_order", "move", "order_view", "record"]
+__all__ = ["NewOrder", "apply_trade_status", "close_locally", "close_order", "complete_creation", "create_order",
+           "get_order", "list_orders", "lock_order", "move", "order_view", "record"]
 
 log = get_logger("minigate.orders")
 
@@ -231,7 +231,6 @@ async def list_orders(rt: Runtime, ctx: AppContext, *, limit: int, starting_afte
 
 
 def _from_ts(ts: int) -> datetime:
-    from datetime import UTC
     return datetime.fromtimestamp(ts, UTC)
 
 
@@ -248,10 +247,7 @@ async def close_order(rt: Runtime, ctx: AppContext, order_id: str) -> Order:
             async with rt.db.transaction() as session:
                 locked = await lock_order(session, order.id)
                 if locked.status == "creating":
-                    locked.closed_at = rt.now()
-                    locked.next_check_at = None
-                    move(session, locked, "closed", source="api", now=rt.now())
-                    await _emit_order(rt, session, locked, "order.closed")
+                    await close_locally(rt, session, locked, source="api")
             return await get_order(rt, ctx, order_id)
         await apply_query_result(rt, order.id, queried, source="api")
         order = await get_order(rt, ctx, order_id)
@@ -262,11 +258,7 @@ async def close_order(rt: Runtime, ctx: AppContext, order_id: str) -> Order:
         async with rt.db.transaction() as session:
             locked = await lock_order(session, order.id)
             if locked.status in ("creating", "pending"):
-                now = rt.now()
-                locked.closed_at = now
-                locked.next_check_at = None
-                move(session, locked, "closed", source="api", now=now)
-                await _emit_order(rt, session, locked, "order.closed")
+                await close_locally(rt, session, locked, source="api")
     elif result.code is StandardCode.ALREADY_PAID:
         # F9: the payer paid between our last look and the close. The provider's truth wins.
         await apply_query_result(rt, order.id, await provider.query_order(order.out_trade_no), source="api")
@@ -281,6 +273,16 @@ async def _closed_or_paid(rt: Runtime, ctx: AppContext, order: Order) -> Order:
         raise Conflict("the order was paid before it could be closed; refund it instead",
                        code="order_already_paid", details={"order": order.id})
     return order
+
+
+async def close_locally(rt: Runtime, session: AsyncSession, order: Order, *, source: str,
+                        data: dict[str, Any] | None = None) -> None:
+    """Close an open order the caller has locked: the transition (which schedules the follow-up query after
+    expiry) and the ``order.closed`` event, in the caller's transaction."""
+    now = rt.now()
+    order.closed_at = now
+    move(session, order, "closed", source=source, now=now, data=data)
+    await _emit_order(rt, session, order, "order.closed")
 
 
 async def _emit_order(rt: Runtime, session: AsyncSession, order: Order, type: str) -> None:
@@ -325,9 +327,6 @@ async def apply_trade_status(rt: Runtime, session: AsyncSession, order: Order, s
                                  {"provider_trade_id": status.provider_trade_id, "amount": order.amount})
         return "paid"
     if status.state is TradeState.CLOSED and order.status in ("creating", "pending"):
-        order.closed_at = now
-        order.next_check_at = None
-        move(session, order, "closed", source=source, now=now)
-        await _emit_order(rt, session, order, "order.closed")
+        await close_locally(rt, session, order, source=source)
         return "closed"
     return "no_change"

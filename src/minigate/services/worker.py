@@ -159,13 +159,7 @@ async def _check_order(rt: Runtime, order_id: str) -> None:
         async with rt.db.transaction() as session:
             locked = await order_service.lock_order(session, order_id)
             if locked.status in ("creating", "pending"):
-                locked.closed_at = rt.now()
-                locked.next_check_at = None
-                order_service.move(session, locked, "closed", source="worker", now=rt.now(),
-                                   data={"reason": "expired"})
-                from minigate.services.events import emit
-                await emit(session, app_id=locked.app_id, mode=locked.mode, type="order.closed",
-                           obj=order_service.order_view(rt, locked), now=rt.now())
+                await order_service.close_locally(rt, session, locked, source="worker", data={"reason": "expired"})
     elif closed.code is StandardCode.ALREADY_PAID:
         await order_service.apply_query_result(rt, order_id, await provider.query_order(order.out_trade_no),
                                                source="worker")
