@@ -173,6 +173,10 @@ async def test_refund_on_the_bill_unknown_here_is_reported(gateway: Gateway) -> 
     item = by_no(await run(gateway))[order["out_trade_no"]]
     assert (item.category, item.action) == ("status_mismatch", "reported")
     assert {p["problem"] for p in item.data["refunds"]} == {"unknown_to_ledger", "not_on_bill"}
+    queued = await exceptions(gateway)                                   # an unresolved difference has an owner
+    assert [(e.kind, e.order_id, e.status) for e in queued] == [("status_mismatch", order["id"], "open")]
+    await run(gateway)                                                   # re-running does not queue it twice
+    assert len(await exceptions(gateway)) == 1
 
 
 async def test_bill_row_unknown_to_the_ledger_is_provider_only_without_an_order(gateway: Gateway) -> None:

@@ -47,7 +47,9 @@ EMPTY_BILL_CODES = frozenset({"NO_STATEMENT_EXIST"})
 #: WeChat Pay publishes the previous day's bill after ~10:00 Beijing time
 PUBLISH_HOUR = 10
 RETRY_AFTER = timedelta(hours=1)          # a failed (or crashed "running") scheduled run is tried again after this
-EXCEPTION_KINDS = frozenset({"provider_only", "local_only", "amount_mismatch"})
+#: findings left "reported" that are queued for a person (A-11: every unresolved difference has an owner);
+#: refund disagreements included. Reconciliation never resolves them.
+EXCEPTION_KINDS = frozenset({"provider_only", "local_only", "amount_mismatch", "status_mismatch"})
 _CHUNK = 500
 _last_due: weakref.WeakKeyDictionary[Runtime, float] = weakref.WeakKeyDictionary()
 
