@@ -18,13 +18,8 @@ HTTP receiver captured.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import queue
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -38,45 +33,19 @@ from alipay import AliPay
 from alipay.exceptions import AliPayValidationError
 
 from minigate.simulators import credentials_for
+from tests.interop import sandbox_process
 
 BEIJING = dt.timezone(dt.timedelta(hours=8))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
     state_dir = tmp_path_factory.mktemp("interop-alipay")
     creds = credentials_for(state_dir, "alipay")
-    port = _free_port()
-    command = [sys.executable, "-m", "minigate.cli", "sandbox", "serve", "--only", "alipay",
-               "--host", "127.0.0.1", "--port", str(port), "--state-dir", str(state_dir)]
-    proc = subprocess.Popen(command, env=os.environ | {"MINIGATE_SANDBOX_TIME_SCALE": "0.001"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.communicate()[1].decode()
-            try:
-                if httpx.get(base + "/_sandbox/faults", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "sandbox did not start"
-            time.sleep(0.1)
+    with sandbox_process("alipay", state_dir) as base:
         yield base, creds
-    finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
 
 
 @pytest.fixture(scope="module")

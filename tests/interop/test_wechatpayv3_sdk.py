@@ -21,14 +21,9 @@ notifications that a local HTTP receiver captures.
 from __future__ import annotations
 
 import json
-import os
 import queue
 import shutil
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,52 +34,22 @@ import pytest
 from wechatpayv3 import WeChatPay, WeChatPayType
 
 from minigate.simulators import credentials_for
+from tests.interop import sandbox_process
 from tests.keys import KEYS
 
 Capture = queue.Queue[tuple[dict[str, str], bytes]]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def _server_command(port: int, state_dir: Path) -> list[str]:
-    """``python -m minigate.cli sandbox serve --only wechatpay ...``: the real CLI, as a user runs it."""
-    return [sys.executable, "-m", "minigate.cli", "sandbox", "serve", "--only", "wechatpay",
-            "--host", "127.0.0.1", "--port", str(port), "--state-dir", str(state_dir)]
 
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
     state_dir = tmp_path_factory.mktemp("interop-sandbox")
     creds = credentials_for(state_dir, "wechatpay")
-    port = _free_port()
-    env = os.environ | {"MINIGATE_SANDBOX_TIME_SCALE": "0.001"}
-    proc = subprocess.Popen(
-        _server_command(port, state_dir), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.communicate()[1].decode()
-            try:
-                if httpx.get(base + "/_sandbox/faults", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "sandbox did not start"
-            time.sleep(0.1)
+    with sandbox_process("wechatpay", state_dir) as base:
         yield base, creds
-    finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
 
 
 @pytest.fixture(scope="module")
