@@ -1,4 +1,5 @@
-"""``python -m bench checkout|notify|replay|limit|profile|all [--full] [--db sqlite|postgres|both] [--out DIR]``."""
+"""``python -m bench checkout|notify|replay|limit|profile|all [--full] [--db sqlite|postgres|both] [--out DIR]``;
+``python -m bench sms [--codes N] [--concurrency C] [--db ...]`` (verification codes, see :mod:`bench.sms`)."""
 
 from __future__ import annotations
 
@@ -100,6 +101,11 @@ def run_system(command: str, system: str, db: str, *, run_dir: Path, sandbox: ha
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["sms"]:
+        from bench import sms
+
+        return sms.main(args_list[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("command", choices=["checkout", "notify", "replay", "limit", "profile", "all"])
     parser.add_argument("--full", action="store_true", help="long runs (default: quick sizes)")

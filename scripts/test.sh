@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# The whole suite, on SQLite and on a throwaway PostgreSQL (started here unless
-# MINIGATE_TEST_POSTGRES_URL already points at one). Fails loudly; never skips a backend silently.
+# The whole suite, on SQLite and on a throwaway PostgreSQL and Redis (started here unless
+# MINIGATE_TEST_POSTGRES_URL / MINIGATE_TEST_REDIS_URL already point at them). Fails loudly; never skips a
+# backend silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 
 started_pg=""
+started_redis=""
 cleanup() {
   if [ -n "$started_pg" ]; then scripts/pg-throwaway.sh stop "$started_pg"; fi
+  if [ -n "$started_redis" ]; then scripts/redis-throwaway.sh stop "$started_redis"; fi
 }
 trap cleanup EXIT
 
@@ -17,5 +20,12 @@ if [ -z "${MINIGATE_TEST_POSTGRES_URL:-}" ]; then
   echo "throwaway PostgreSQL: ${MINIGATE_TEST_POSTGRES_URL}"
 fi
 export MINIGATE_TEST_POSTGRES_URL
+
+if [ -z "${MINIGATE_TEST_REDIS_URL:-}" ]; then
+  eval "$(scripts/redis-throwaway.sh start)"
+  started_redis=$MINIGATE_REDIS_DIR
+  echo "throwaway Redis: ${MINIGATE_TEST_REDIS_URL}"
+fi
+export MINIGATE_TEST_REDIS_URL
 
 $BIN/python -m pytest -p no:cacheprovider "$@"

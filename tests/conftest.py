@@ -27,6 +27,9 @@ PG_URL = os.environ.get("MINIGATE_TEST_POSTGRES_URL")
 
 if os.environ.get("CI") and not PG_URL:
     raise RuntimeError("CI must run the suite on PostgreSQL too: MINIGATE_TEST_POSTGRES_URL is not set")
+REDIS_URL = os.environ.get("MINIGATE_TEST_REDIS_URL")
+if os.environ.get("CI") and not REDIS_URL:
+    raise RuntimeError("CI must run the shared-limit tests on Redis: MINIGATE_TEST_REDIS_URL is not set")
 
 
 def _backends() -> list[Any]:
@@ -170,12 +173,13 @@ async def gateway(database_url: str, tmp_path: Path, sandbox_dir: Path) -> Async
 
 
 @contextlib.asynccontextmanager
-async def open_gateway(database_url: str, data_dir: Path, sandbox_dir: Path) -> AsyncIterator[Gateway]:
+async def open_gateway(database_url: str, data_dir: Path, sandbox_dir: Path, *,
+                       redis_url: str | None = None) -> AsyncIterator[Gateway]:
     """An in-process gateway with its sandbox and a merchant receiver, and a first app (also used outside
     pytest, by ``python -m tests.simulation``)."""
     settings = load_settings(data_dir=data_dir, database_url=database_url, public_url="http://gateway",
                              sandbox_dir=sandbox_dir, sandbox_time_scale=0.0001, run_worker=False,
-                             master_key="test-master-key-0123456789abcdef0123456789")
+                             master_key="test-master-key-0123456789abcdef0123456789", redis_url=redis_url)
     merchant = MerchantReceiver()
     transport = RoutingTransport()
     rt = Runtime(settings, webhook_transport=transport)

@@ -13,8 +13,11 @@
         ├── InvalidRequest            400/422: malformed or semantically invalid input
         ├── AuthenticationFailed      401
         ├── NotFound                  404 (includes another app's resources)
+        ├── PermissionDenied          403: not allowed (e.g. marketing SMS without consent)
         ├── Conflict                  409: idempotency lock or state conflict
-        └── IdempotencyMismatch       422: key reused with another body
+        ├── IdempotencyMismatch       422: key reused with another body
+        ├── RateLimited               429: a limit refused it (retry_after, captcha_required)
+        └── ServiceUnavailable        503: no provider could take it now
 
 Declines (a provider saying "no" for a business reason) are *values*
 (:class:`minigate.domain.results.ProviderResult` with ``ok=False``), never exceptions.
@@ -36,10 +39,14 @@ __all__ = [
     "NotificationRejected",
     "OperationNotSupported",
     "OutcomeUnknown",
+    "PermissionDenied",
     "ProviderError",
     "ProviderMisconfigured",
     "ProviderTimeout",
     "ProviderUnavailable",
+    "ProviderUnreachable",
+    "RateLimited",
+    "ServiceUnavailable",
 ]
 
 
@@ -78,6 +85,13 @@ class ProviderTimeout(OutcomeUnknown):
 
 class ProviderUnavailable(OutcomeUnknown):
     pass
+
+
+class ProviderUnreachable(ProviderUnavailable):
+    """No connection could be made: the request never left this host, so the provider cannot have acted.
+
+    Still an :class:`OutcomeUnknown` for callers that do not care; the SMS router uses the difference to
+    fail over at once."""
 
 
 class ProviderMisconfigured(ProviderError):
@@ -139,3 +153,24 @@ class Conflict(ApiError):
 class IdempotencyMismatch(ApiError):
     http_status = 422
     code = "idempotency_key_reused"
+
+
+class PermissionDenied(ApiError):
+    """403: the request is well-formed but not allowed (e.g. marketing SMS without consent)."""
+
+    http_status = 403
+    code = "permission_denied"
+
+
+class RateLimited(ApiError):
+    """429: a limit refused the request; ``details`` carry ``retry_after`` and ``captcha_required``."""
+
+    http_status = 429
+    code = "rate_limited"
+
+
+class ServiceUnavailable(ApiError):
+    """503: no provider could take the request now (every one failed or is circuit-broken)."""
+
+    http_status = 503
+    code = "service_unavailable"

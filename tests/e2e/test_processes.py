@@ -130,7 +130,7 @@ def test_demo_refuses_unknown_channel(tmp_path: Path) -> None:
 
 def test_help_is_there_for_every_command() -> None:
     for args in ((), ("apps",), ("sandbox",), ("serve",), ("demo",), ("sandbox", "serve"),
-                 ("sandbox", "credentials")):
+                 ("sandbox", "credentials"), ("sms",), ("sms", "send"), ("sms", "show")):
         done = subprocess.run(cli(*args, "--help"), capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, (args, done.stderr)
         assert "Usage" in done.stdout

@@ -23,6 +23,8 @@ class OrderCreate(_Body):
     payer: Payer
     expires_in: StrictInt = Field(default=7200, description="seconds the payer has to pay (60 s … 7 days)")
     metadata: dict[StrictStr, StrictStr] | None = None
+    contact_phone: StrictStr | None = Field(
+        default=None, description="the buyer's mobile number, for order SMS the app opted in to (stored encrypted)")
 
 
 class RefundCreate(_Body):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -27,9 +28,10 @@ app.add_typer(webhooks_app, name="webhooks")
 
 
 def _register_subcommands() -> None:
-    from minigate.cli import reconcile, sandbox
+    from minigate.cli import reconcile, sandbox, sms
 
     app.add_typer(sandbox.app, name="sandbox", help="The provider simulators, on their own.")
+    app.add_typer(sms.app, name="sms", help="SMS: send a templated message as an operator, show a message.")
     app.command("reconcile")(reconcile.reconcile)
 
 
@@ -202,10 +204,14 @@ async def _first_run(settings: Settings) -> dict[str, str] | None:
 
 
 async def _runtime() -> Runtime:
+    from minigate.logging import configure_logging
     from minigate.services.runtime import Runtime
     from minigate.store.migrate import upgrade
 
-    rt = Runtime(_settings())
+    settings = _settings()
+    # commands print their result on stdout; their log lines go to stderr
+    configure_logging(settings.log_level, json=settings.log_json, stream=sys.stderr)
+    rt = Runtime(settings)
     await upgrade(rt.db.engine)
     await rt.start()
     return rt

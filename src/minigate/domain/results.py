@@ -36,6 +36,9 @@ class StandardCode(enum.StrEnum):
     REFUND_NOT_ALLOWED = "refund_not_allowed"    # amount too large, too late, trade not refundable
     INSUFFICIENT_BALANCE = "insufficient_balance"  # merchant balance cannot cover the refund
     RATE_LIMITED = "rate_limited"
+    INVALID_PHONE = "invalid_phone"              # SMS: the number is malformed, unreachable or blacklisted
+    TEMPLATE_REJECTED = "template_rejected"      # SMS: template/signature not approved or params do not fit
+    CONTENT_REJECTED = "content_rejected"        # SMS: sensitive words, URLs where forbidden
     DECLINED = "declined"                        # any other business refusal
 
 

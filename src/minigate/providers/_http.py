@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from minigate.errors import ProviderTimeout, ProviderUnavailable
+from minigate.errors import ProviderTimeout, ProviderUnavailable, ProviderUnreachable
 
 __all__ = ["MAX_RESPONSE_BYTES", "send"]
 
@@ -16,8 +16,12 @@ async def send(client: httpx.AsyncClient, request: httpx.Request, *, provider: s
     """Send ``request``; transport failures raise :class:`OutcomeUnknown` subclasses, never bare httpx errors."""
     try:
         response = await client.send(request, stream=True, follow_redirects=False)
+    except httpx.ConnectTimeout as exc:
+        raise ProviderUnreachable(f"{provider}: could not connect in time", provider=provider) from exc
     except httpx.TimeoutException as exc:
         raise ProviderTimeout(f"{provider}: no answer in time ({type(exc).__name__})", provider=provider) from exc
+    except httpx.ConnectError as exc:
+        raise ProviderUnreachable(f"{provider}: connection refused or host not found", provider=provider) from exc
     except httpx.TransportError as exc:
         raise ProviderUnavailable(f"{provider}: transport error ({type(exc).__name__})",
                                   provider=provider) from exc

@@ -17,8 +17,10 @@ import httpx
 from pydantic import BaseModel
 
 from minigate.providers.bases.payment import PaymentProvider
+from minigate.providers.bases.sms import SmsProvider, SmsProviderConfig
 
-__all__ = ["PaymentSpec", "SandboxContext", "channels", "payment_spec", "payment_specs"]
+__all__ = ["PaymentSpec", "SandboxContext", "SmsSpec", "channels", "payment_spec", "payment_specs", "sms_spec",
+           "sms_specs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,3 +125,57 @@ def payment_spec(name: str) -> PaymentSpec | None:
 def channels() -> dict[str, str]:
     """channel -> provider name"""
     return {channel: spec.name for spec in payment_specs().values() for channel in spec.channels}
+
+
+# --------------------------------------------------------------------------- SMS
+
+@dataclass(frozen=True, slots=True)
+class SmsSpec:
+    """An SMS provider: its client, its configuration model and how the sandbox configures it.
+
+    Third-party packages register one under the ``minigate.sms_providers`` entry-point group.
+    """
+
+    name: str
+    provider: str              # "module:Class", built as Class(config, client)
+    config: str                # "module:Model" (a SmsProviderConfig)
+    sandbox_config: str        # "module:function", (SandboxContext) -> config dict
+
+    def config_model(self) -> type[SmsProviderConfig]:
+        model: type[SmsProviderConfig] = _load(self.config)
+        return model
+
+    def build(self, raw: Mapping[str, Any], client: httpx.AsyncClient) -> SmsProvider:
+        provider_cls: Callable[[SmsProviderConfig, httpx.AsyncClient], SmsProvider] = _load(self.provider)
+        return provider_cls(self.config_model()(**raw), client)
+
+    def sandbox(self, ctx: SandboxContext) -> dict[str, Any]:
+        result: dict[str, Any] = _load(self.sandbox_config)(ctx)
+        return result
+
+
+_BUILTIN_SMS: tuple[SmsSpec, ...] = (
+    SmsSpec(name="aliyun-sms", provider="minigate.providers.aliyun_sms.provider:AliyunSmsProvider",
+            config="minigate.providers.aliyun_sms.config:AliyunSmsConfig",
+            sandbox_config="minigate.providers.aliyun_sms.config:sandbox_config"),
+    SmsSpec(name="tencentcloud", provider="minigate.providers.tencentcloud.sms:TencentSmsProvider",
+            config="minigate.providers.tencentcloud.config:TencentSmsConfig",
+            sandbox_config="minigate.providers.tencentcloud.config:sandbox_config"),
+    SmsSpec(name="yunpian", provider="minigate.providers.yunpian.provider:YunpianProvider",
+            config="minigate.providers.yunpian.config:YunpianConfig",
+            sandbox_config="minigate.providers.yunpian.config:sandbox_config"),
+)
+
+
+@functools.cache
+def sms_specs() -> dict[str, SmsSpec]:
+    """Built-in SMS providers plus third-party entry points, in the default failover order."""
+    specs = {spec.name: spec for spec in _BUILTIN_SMS}
+    for entry in entry_points(group="minigate.sms_providers"):
+        spec = entry.load()
+        specs.setdefault(spec.name, spec)
+    return specs
+
+
+def sms_spec(name: str) -> SmsSpec | None:
+    return sms_specs().get(name)

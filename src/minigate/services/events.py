@@ -23,12 +23,14 @@ __all__ = ["EVENT_TYPES", "create_endpoint", "delete_endpoint", "delivery_view",
 EVENT_TYPES = frozenset({
     "order.paid", "order.closed", "order.paid_after_close",
     "refund.succeeded", "refund.failed",
+    "sms.delivered", "sms.failed",
 })
 
 
-async def emit(session: AsyncSession, *, app_id: str, mode: str, type: str, obj: dict[str, Any],
+async def emit(session: AsyncSession, rt: Runtime, *, app_id: str, mode: str, type: str, obj: dict[str, Any],
                now: datetime) -> Event:
-    """Record an event and queue one delivery per subscribed endpoint — atomically with the state change."""
+    """Record an event, queue one delivery per subscribed endpoint and the app's opted-in order SMS —
+    atomically with the state change."""
     event = Event(id=new_id("evt"), app_id=app_id, mode=mode, type=type, object_id=obj["id"],
                   data={"object": obj}, created_at=now)
     session.add(event)
@@ -40,6 +42,9 @@ async def emit(session: AsyncSession, *, app_id: str, mode: str, type: str, obj:
         if "*" in endpoint.enabled_events or type in endpoint.enabled_events:
             session.add(WebhookDelivery(event_id=event.id, endpoint_id=endpoint.id, app_id=app_id,
                                         status="pending", attempts=0, next_attempt_at=now, created_at=now))
+    from minigate.services.sms import queue_for_event
+
+    await queue_for_event(rt, session, app_id=app_id, mode=mode, type=type, obj=obj, now=now)
     return event
 
 

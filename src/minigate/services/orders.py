@@ -21,6 +21,7 @@ from minigate.domain.results import ProviderResult, StandardCode, TradeState, Tr
 from minigate.errors import Conflict, InvalidRequest, NotFound
 from minigate.logging import get_logger
 from minigate.money import MAX_AMOUNT_FEN
+from minigate.phones import InvalidPhone, mask_phone, parse_phone
 from minigate.providers.bases.payment import CreateOrderRequest
 from minigate.services import events
 from minigate.services.apps import AppContext
@@ -53,6 +54,15 @@ class NewOrder:
     currency: str = "CNY"
     expires_in: int = 7200
     metadata: dict[str, str] | None = None
+    #: the buyer's mobile number for order SMS (opt-in per app; sealed at rest, masked in views)
+    contact_phone: str | None = None
+
+
+def _contact(raw: str) -> str:
+    try:
+        return parse_phone(raw, allowed_country_codes=None).e164
+    except InvalidPhone as exc:
+        raise InvalidRequest(exc.message, param="contact_phone", code=exc.code) from None
 
 
 def _validate(new: NewOrder) -> None:
@@ -72,6 +82,8 @@ def _validate(new: NewOrder) -> None:
         raise InvalidRequest("payer openid must be 1-128 printable characters", param="payer")
     if not 60 <= new.expires_in <= 7 * 86400:
         raise InvalidRequest("expires_in must be between 60 seconds and 7 days", param="expires_in")
+    if new.contact_phone is not None:
+        _contact(new.contact_phone)
     meta = new.metadata or {}
     if len(meta) > 20 or any(len(k) > 40 or len(str(v)) > 500 for k, v in meta.items()):
         raise InvalidRequest("metadata: at most 20 keys, keys ≤ 40 and values ≤ 500 characters",
@@ -87,6 +99,8 @@ def order_view(rt: Runtime, order: Order) -> dict[str, Any]:
         "merchant_order_no": order.merchant_order_no, "out_trade_no": order.out_trade_no,
         "provider_trade_id": order.provider_trade_id, "payer": {"openid": mask(payer)},
         "metadata": order.metadata_ or {}, "failure_code": order.failure_code,
+        "contact_phone": (mask_phone(rt.vault.open(order.contact_phone_sealed, context="phone"))
+                          if order.contact_phone_sealed else None),
         "created": int(order.created_at.timestamp()), "expires_at": int(order.expires_at.timestamp()),
         "paid_at": int(order.paid_at.timestamp()) if order.paid_at else None,
         "closed_at": int(order.closed_at.timestamp()) if order.closed_at else None,
@@ -137,6 +151,10 @@ async def create_order(rt: Runtime, ctx: AppContext, new: NewOrder, idem: Idem) 
             merchant_order_no=new.merchant_order_no, out_trade_no=new_out_no("MG"), amount=new.amount,
             currency=new.currency, description=new.description, status="creating", amount_refunded=0,
             amount_refund_pending=0, payer_sealed=rt.vault.seal(new.payer_id, context=PAYER_CONTEXT),
+            contact_phone_sealed=(rt.vault.seal(_contact(new.contact_phone), context="phone")
+                                  if new.contact_phone else None),
+            contact_phone_hash=(rt.vault.lookup_hash(_contact(new.contact_phone), context="phone")
+                                if new.contact_phone else None),
             payer_hash=rt.vault.lookup_hash(new.payer_id, context=PAYER_CONTEXT), provider_order_ref=None,
             provider_trade_id=None, client_params=None, failure_code=None,
             expires_at=now + timedelta(seconds=new.expires_in), paid_at=None, closed_at=None,
@@ -286,7 +304,7 @@ async def close_locally(rt: Runtime, session: AsyncSession, order: Order, *, sou
 
 
 async def _emit_order(rt: Runtime, session: AsyncSession, order: Order, type: str) -> None:
-    await events.emit(session, app_id=order.app_id, mode=order.mode, type=type, obj=order_view(rt, order),
+    await events.emit(session, rt, app_id=order.app_id, mode=order.mode, type=type, obj=order_view(rt, order),
                       now=rt.now())
 
 

@@ -171,12 +171,12 @@ async def _finish(rt: Runtime, session: AsyncSession, order: Order, refund: Refu
         order.amount_refunded += refund.amount
         move(session, order, "refunded" if order.amount_refunded >= order.amount else "partially_refunded",
               source=source, now=now, data={"refund": refund.id})
-        await events.emit(session, app_id=order.app_id, mode=order.mode, type="refund.succeeded",
+        await events.emit(session, rt, app_id=order.app_id, mode=order.mode, type="refund.succeeded",
                           obj=refund_view(refund) | {"order_status": order.status}, now=now)
     else:
         refund.failure_code = failure
         order.version += 1
-        await events.emit(session, app_id=order.app_id, mode=order.mode, type="refund.failed",
+        await events.emit(session, rt, app_id=order.app_id, mode=order.mode, type="refund.failed",
                           obj=refund_view(refund), now=now)
 
 

@@ -19,6 +19,7 @@ from minigate.providers import registry
 if TYPE_CHECKING:
     from minigate.providers.alipay.login import AlipayLoginClient
 from minigate.providers.bases.payment import PaymentProvider
+from minigate.providers.bases.sms import SmsProvider
 from minigate.providers.wechat.config import WeChatMiniProgramConfig
 from minigate.providers.wechat.login import WeChatMiniProgramClient
 from minigate.store.db import Database
@@ -59,6 +60,9 @@ class Runtime:
         self._provider_client: httpx.AsyncClient | None = None
         #: (app, mode, provider) -> (credentials version, client, checked at)
         self._providers: dict[tuple[str, str, str], tuple[str, Any, float]] = {}
+        self._sms_parsers: dict[str, SmsProvider] = {}
+        self._sms_sandbox_registered: set[str] = set()
+        self._limiter: Any = None
 
     # -- life cycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -66,7 +70,18 @@ class Runtime:
         # Test keys (mg_test_…) always reach the sandbox; live keys are accepted only in live mode.
         self._start_sandbox()
 
+    @property
+    def limiter(self) -> Any:
+        """Rate limits shared by every process when ``MINIGATE_REDIS_URL`` is set, else this process's memory."""
+        if self._limiter is None:
+            from minigate.services.limiter import Limiter
+
+            self._limiter = Limiter(self.settings.redis_url)
+        return self._limiter
+
     async def aclose(self) -> None:
+        if self._limiter is not None:
+            await self._limiter.aclose()
         if self.sandbox is not None:
             await self.sandbox.aclose()
         if self._provider_client is not None:
@@ -133,6 +148,9 @@ class Runtime:
             login = self.sandbox.credentials("wechat")
             return {"appid": login["appid"], "app_secret": login["app_secret"],
                     "base_url": f"{self.sandbox_base_url}/wechat"}
+        sms = registry.sms_spec(provider)
+        if sms is not None:
+            return sms.sandbox(self.sandbox_context())
         spec = registry.payment_spec(provider)
         if spec is None:
             raise NotFound(f"unknown provider {provider}", code="unknown_provider")
@@ -183,6 +201,63 @@ class Runtime:
             app_id, mode, "alipay-login", lambda raw: Client(AlipayConfig(**raw), self.provider_client),
             config_of="alipay")
         return client
+
+    # -- SMS ----------------------------------------------------------------------------------------
+    async def sms_provider(self, app_id: str, mode: str, provider: str) -> SmsProvider:
+        spec = registry.sms_spec(provider)
+        if spec is None:
+            raise NotFound(f"unknown SMS provider {provider}", code="unknown_provider")
+        if mode == "test" and provider not in self._sms_sandbox_registered:
+            if await self._stored_config(app_id, mode, provider) is None:
+                await self._register_sms_callbacks(provider, mode)
+        instance: SmsProvider = await self._cached(app_id, mode, provider,
+                                                   lambda raw: spec.build(raw, self.provider_client))
+        return instance
+
+    async def sms_provider_names(self, app_id: str, mode: str) -> list[str]:
+        """SMS providers with credentials for the app and mode, in registry order; in test mode with none
+        stored, every sandbox SMS provider."""
+        names = list(registry.sms_specs())
+        async with self.db.read() as session:
+            stored = set((await session.execute(select(AppCredential.provider).where(
+                AppCredential.app_id == app_id, AppCredential.mode == mode,
+                AppCredential.provider.in_(names)))).scalars())
+        if stored:
+            return [n for n in names if n in stored]
+        return names if mode == "test" else []
+
+    def sms_parser(self, provider: str) -> SmsProvider:
+        """A client used only to read pushed receipts and replies (their format does not depend on the account)."""
+        parser = self._sms_parsers.get(provider)
+        if parser is None:
+            spec = registry.sms_spec(provider)
+            if spec is None:
+                raise NotFound("no such notification route", code="route_not_found")
+            # any valid configuration will do: the sandbox's is always at hand
+            parser = spec.build(self.sandbox_config(provider), self.provider_client)
+            self._sms_parsers[provider] = parser
+        return parser
+
+    def sms_callback_token(self, provider: str, mode: str) -> str:
+        """The unguessable path segment that authenticates SMS receipt/reply pushes (which are unsigned)."""
+        return self.vault.lookup_hash(f"{provider}|{mode}", context="sms-callback")[:40]
+
+    def sms_callback_url(self, provider: str, mode: str, kind: str) -> str:
+        token = self.sms_callback_token(provider, mode)
+        return f"{self.settings.public_url}/notify/sms/{provider}/{mode}/{token}/{kind}"
+
+    async def _register_sms_callbacks(self, provider: str, mode: str) -> None:
+        """What a merchant does in the provider's console: set the receipt and reply URLs (sandbox only)."""
+        url = f"{self.sandbox_base_url}/{provider}/_sandbox/callbacks"
+        body = {"receipt_url": self.sms_callback_url(provider, mode, "receipts"),
+                "reply_url": self.sms_callback_url(provider, mode, "replies")}
+        try:
+            response = await self.provider_client.post(url, json=body)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            log.warning("sandbox SMS callbacks not registered", provider=provider, error=type(exc).__name__)
+            return
+        self._sms_sandbox_registered.add(provider)
 
     def notify_url(self, provider: str, mode: str, app_id: str) -> str:
         return f"{self.settings.public_url}/notify/{provider}/{mode}/{app_id}"

@@ -25,6 +25,7 @@ from minigate.services import refunds as refund_service
 from minigate.services.events import event_view, signing_secrets
 from minigate.services.reconcile import reconcile_due
 from minigate.services.runtime import Runtime
+from minigate.services.sms import send_due_messages
 from minigate.store.tables import Event, Order, Refund, WebhookDelivery, WebhookEndpoint
 
 __all__ = ["Worker", "backoff_seconds", "check_due_orders", "check_due_refunds", "deliver_due_webhooks"]
@@ -219,6 +220,7 @@ class Worker:
         done = await deliver_due_webhooks(self.rt)
         done += await check_due_orders(self.rt)
         done += await check_due_refunds(self.rt)
+        done += await send_due_messages(self.rt)
         try:   # daily reconciliation: a bill that cannot be fetched must not stall the rest
             await reconcile_due(self.rt)
         except Exception:  # logged with its traceback; retried on a later pass

@@ -375,6 +375,8 @@ class Deliverer:
         self.acknowledged: Callable[[int, bytes], bool] = lambda status, _body: status in self.ok_statuses
         self.log: list[DeliveryRecord] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        #: tasks inside an HTTP attempt right now (``aclose`` lets them finish it)
+        self._attempting: set[asyncio.Task[Any]] = set()
         #: notifications held back by a "reorder" fault until the next one has been delivered
         self._held: list[asyncio.Event] = []
         self._own_client: httpx.AsyncClient | None = None
@@ -435,12 +437,18 @@ class Deliverer:
     async def _attempt(self, record: DeliveryRecord, out: Outgoing, variant: str) -> bool:
         entry: dict[str, Any] = {"at": self.clock.now(), "variant": variant, "status": None}
         record.attempts.append(entry)
+        task = asyncio.current_task()
+        if task is not None:
+            self._attempting.add(task)
         try:
             response = await self._client().post(record.url, content=out.body, headers=out.headers,
                                                  timeout=self.attempt_timeout)
         except httpx.HTTPError as exc:
             entry["error"] = type(exc).__name__
             return False
+        finally:
+            if task is not None:
+                self._attempting.discard(task)
         entry["status"] = response.status_code
         entry["body"] = response.content[:64].decode("utf-8", "replace")
         return variant == "genuine" and self.acknowledged(response.status_code, response.content)
@@ -458,6 +466,14 @@ class Deliverer:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def aclose(self) -> None:
+        """Stop: waiting deliveries are cancelled; one in the middle of an HTTP attempt may finish that attempt
+        first (cancelling it mid-request could cut the receiver off inside its own database transaction)."""
+        in_flight = [t for t in self._tasks if t in self._attempting]
+        for task in list(self._tasks):
+            if task not in self._attempting:
+                task.cancel()
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=self.attempt_timeout + 1)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

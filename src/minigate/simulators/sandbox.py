@@ -27,7 +27,13 @@ REGISTRY: dict[str, str] = {
     "wechat": "minigate.simulators.wechat:WeChatSimulator",
     "alipay": "minigate.simulators.alipay:AlipaySimulator",
     "jdpay": "minigate.simulators.jdpay:JDPaySimulator",
+    "aliyun-sms": "minigate.simulators.aliyun_sms:AliyunSmsSimulator",
+    "tencentcloud": "minigate.simulators.tencentcloud:TencentCloudSimulator",
+    "yunpian": "minigate.simulators.yunpian:YunpianSimulator",
 }
+
+#: the simulators that own an SMS desk (a sandbox phone): ``GET /_sandbox/messages?phone=`` merges them
+SMS_SIMULATORS = ("aliyun-sms", "tencentcloud", "yunpian")
 
 PROVIDERS = tuple(REGISTRY)
 
@@ -58,6 +64,7 @@ class Sandbox:
         # Simulators (and their keys) are made on first use: a mount resolves its simulator on its first request.
         self.app: ASGIApp = Starlette(
             routes=[Route("/_sandbox", self._index, methods=["GET"]),
+                    Route("/_sandbox/messages", self._messages, methods=["GET"]),
                     *(Mount(f"/{name}", app=self._lazy(name)) for name in REGISTRY)],
             lifespan=self._lifespan)
 
@@ -136,6 +143,18 @@ class Sandbox:
 
     async def _index(self, request: Request) -> Response:
         return json_response({"simulators": {name: f"/{name}" for name in REGISTRY}})
+
+    async def _messages(self, request: Request) -> Response:
+        """Every SMS simulator's phone at once (the per-simulator route is ``/<name>/_sandbox/messages``)."""
+        from minigate.simulators._sms import sandbox_phone
+
+        raw = request.query_params.get("phone")
+        phone = sandbox_phone(raw) if raw is not None else None
+        if phone is None:
+            return json_response({"code": "PARAM_ERROR", "message": "phone=<mobile number> is required"}, 400)
+        found = [m for name in SMS_SIMULATORS for m in self._get(name).desk.inbox(phone)]
+        found.sort(key=lambda m: m.sent_at, reverse=True)
+        return json_response({"phone": phone, "messages": [m.as_json() for m in found]})
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:

@@ -26,6 +26,12 @@ __all__ = [
     "ApiKey",
     "App",
     "AppCredential",
+    "AppSetting",
+    "ConsentRecord",
+    "SmsDecision",
+    "SmsMessage",
+    "SmsReceiptRecord",
+    "VerificationCode",
     "Base",
     "DataKey",
     "Event",
@@ -147,6 +153,9 @@ class Order(Base):
     amount_refund_pending: Mapped[int] = mapped_column(BigInteger, default=0)
     payer_sealed: Mapped[str] = mapped_column(Text)
     payer_hash: Mapped[str] = mapped_column(String(64), index=True)
+    #: the buyer's mobile number for order SMS (opt-in per app), sealed; hash and mask beside it
+    contact_phone_sealed: Mapped[str | None] = mapped_column(Text)
+    contact_phone_hash: Mapped[str | None] = mapped_column(String(64))
     provider_order_ref: Mapped[str | None] = mapped_column(String(128))
     provider_trade_id: Mapped[str | None] = mapped_column(String(64))
     #: what the mini-program passes to wx.requestPayment (signatures only, no secrets)
@@ -344,3 +353,135 @@ class IdempotencyKey(Base):
     response_body: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime] = mapped_column(TZ, index=True)
+
+
+class AppSetting(Base):
+    """Per-app, per-mode settings of one capability (``sms``, ...), validated by that capability's model."""
+
+    __tablename__ = "app_settings"
+    __table_args__ = (UniqueConstraint("app_id", "mode", "section"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"))
+    mode: Mapped[str] = mapped_column(String(8))
+    section: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime]
+
+
+class SmsMessage(Base):
+    """One SMS to one number. The number and the template values are sealed; codes are never stored."""
+
+    __tablename__ = "sms_messages"
+    __table_args__ = (
+        UniqueConstraint("app_id", "mode", "dedupe_key"),
+        UniqueConstraint("provider", "provider_message_id"),
+        Index("ix_sms_messages_app_created", "app_id", "mode", "created_at"),
+        Index("ix_sms_messages_due", "status", "next_attempt_at"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"))
+    mode: Mapped[str] = mapped_column(String(8))
+    #: verification | notice | marketing
+    kind: Mapped[str] = mapped_column(String(16))
+    template: Mapped[str] = mapped_column(String(64))
+    phone_sealed: Mapped[str] = mapped_column(Text)
+    phone_hash: Mapped[str] = mapped_column(String(64), index=True)
+    phone_masked: Mapped[str] = mapped_column(String(24))
+    params_sealed: Mapped[str] = mapped_column(Text)
+    #: queued | sending | sent | delivered | failed | unknown
+    status: Mapped[str] = mapped_column(String(16))
+    provider: Mapped[str | None] = mapped_column(String(32))
+    provider_message_id: Mapped[str | None] = mapped_column(String(96))
+    #: every provider tried: [{provider, outcome, code, provider_code, at}]
+    attempts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(String(255))
+    carrier_code: Mapped[str | None] = mapped_column(String(64))
+    #: e.g. "order:<id>:order.paid": at most one message per key and app
+    dedupe_key: Mapped[str | None] = mapped_column(String(120))
+    #: api | verification | order_event | cli
+    source: Mapped[str] = mapped_column(String(24))
+    next_attempt_at: Mapped[datetime | None]
+    locked_until: Mapped[datetime | None]
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+
+class SmsReceiptRecord(Base):
+    """Delivery reports received, deduplicated: providers push the same report more than once."""
+
+    __tablename__ = "sms_receipts"
+    __table_args__ = (UniqueConstraint("provider", "dedupe_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    dedupe_key: Mapped[str] = mapped_column(String(200))
+    message_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    #: applied | unmatched | stale
+    outcome: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    carrier_code: Mapped[str | None] = mapped_column(String(64))
+    received_at: Mapped[datetime]
+
+
+class VerificationCode(Base):
+    """A one-time code: only an HMAC of it is kept (B-23); single use, bound to phone and purpose (B-21)."""
+
+    __tablename__ = "verification_codes"
+    __table_args__ = (Index("ix_verification_codes_lookup", "app_id", "mode", "phone_hash", "purpose", "created_at"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"))
+    mode: Mapped[str] = mapped_column(String(8))
+    phone_hash: Mapped[str] = mapped_column(String(64))
+    purpose: Mapped[str] = mapped_column(String(32))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[str | None] = mapped_column(String(40))
+    #: active | used | dead (too many wrong tries) | superseded | failed (never delivered)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class SmsDecision(Base):
+    """Every send/check decision, allowed or refused, with its reason (B-24..B-27). Identifiers are hashed."""
+
+    __tablename__ = "sms_decisions"
+    __table_args__ = (Index("ix_sms_decisions_app_created", "app_id", "mode", "created_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"))
+    mode: Mapped[str] = mapped_column(String(8))
+    #: send_code | check_code | send_message
+    action: Mapped[str] = mapped_column(String(24))
+    phone_hash: Mapped[str | None] = mapped_column(String(64))
+    ip_hash: Mapped[str | None] = mapped_column(String(64))
+    device_hash: Mapped[str | None] = mapped_column(String(64))
+    purpose: Mapped[str | None] = mapped_column(String(32))
+    #: allowed | refused
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(48))
+    created_at: Mapped[datetime]
+
+
+class ConsentRecord(Base):
+    """The consent ledger, append-only: each grant and each withdrawal is a row; the latest row wins."""
+
+    __tablename__ = "consent_records"
+    __table_args__ = (Index("ix_consent_records_subject", "app_id", "mode", "subject_hash", "purpose", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"))
+    mode: Mapped[str] = mapped_column(String(8))
+    subject_hash: Mapped[str] = mapped_column(String(64))
+    #: marketing_sms | ...
+    purpose: Mapped[str] = mapped_column(String(32))
+    #: grant | withdraw
+    action: Mapped[str] = mapped_column(String(16))
+    text_version: Mapped[str | None] = mapped_column(String(32))
+    #: api | sms_reply | console
+    source: Mapped[str] = mapped_column(String(24))
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime]

@@ -107,7 +107,8 @@ async def test_server_trouble_is_unavailable(status: int, body: Any) -> None:
 
 @pytest.mark.parametrize(
     ("exc", "kind"),
-    [(httpx.ConnectTimeout("slow"), ProviderTimeout), (httpx.ConnectError("refused"), ProviderUnavailable)],
+    [(httpx.ReadTimeout("slow"), ProviderTimeout), (httpx.ConnectTimeout("no connection"), ProviderUnavailable),
+     (httpx.ConnectError("refused"), ProviderUnavailable)],
 )
 async def test_transport_errors_do_not_carry_the_url(exc: Exception, kind: type[Exception]) -> None:
     def handler(request: httpx.Request) -> httpx.Response:

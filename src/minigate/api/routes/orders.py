@@ -24,7 +24,8 @@ async def create_order(body: OrderCreate, request: Request, rt: RuntimeDep, ctx:
                        idempotency_key: IdempotencyKeyDep = None) -> JSONResponse:
     new = orders.NewOrder(channel=body.channel, amount=body.amount, currency=body.currency,
                           description=body.description, merchant_order_no=body.merchant_order_no,
-                          payer_id=body.payer.openid, expires_in=body.expires_in, metadata=body.metadata)
+                          payer_id=body.payer.openid, expires_in=body.expires_in, metadata=body.metadata,
+                          contact_phone=body.contact_phone)
 
     async def flow(idem: Idem) -> Response:
         return await orders.create_order(rt, ctx, new, idem)

@@ -1,0 +1,170 @@
+"""/v1/sms/messages, /v1/verification_codes, /v1/sms/settings, /v1/consents and the SMS push routes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import Field, StrictStr
+
+from minigate.api.deps import AppDep, IdempotencyKeyDep, RuntimeDep
+from minigate.api.errors import error_body
+from minigate.api.schemas import _Body
+from minigate.errors import InvalidRequest, NotificationRejected
+from minigate.logging import get_logger
+from minigate.services import consents, otp, sms, sms_settings
+from minigate.services.idempotency import Idem, run_idempotent
+from minigate.services.idempotency import Response as IdemResponse
+
+router = APIRouter(tags=["sms"])
+log = get_logger("minigate.api.sms")
+
+
+class MessageCreate(_Body):
+    phone: StrictStr = Field(description="mobile number; mainland 1xxxxxxxxxx or +86…", examples=["13800138000"])
+    template: StrictStr = Field(description="template name, e.g. order_shipped", examples=["order_shipped"])
+    params: dict[StrictStr, StrictStr] = Field(default_factory=dict, description="template values by name")
+    metadata: dict[StrictStr, StrictStr] | None = None
+
+
+class CodeCreate(_Body):
+    phone: StrictStr
+    purpose: StrictStr = Field(description="login, register, reset_password, ...", examples=["login"])
+    ip: StrictStr | None = Field(default=None, max_length=64, description="the end user's IP, for the limits")
+    device_id: StrictStr | None = Field(default=None, max_length=128,
+                                        description="a device or openid the user sends from, for the limits")
+
+
+class CodeCheck(_Body):
+    phone: StrictStr
+    purpose: StrictStr
+    code: StrictStr
+    ip: StrictStr | None = Field(default=None, max_length=64)
+
+
+class ConsentChange(_Body):
+    phone: StrictStr
+    purpose: Literal["marketing_sms"] = "marketing_sms"
+    action: Literal["grant", "withdraw"]
+    text_version: StrictStr | None = Field(default=None, max_length=32,
+                                           description="version of the consent text the person agreed to")
+    evidence: dict[StrictStr, StrictStr] | None = Field(default=None, description="e.g. page, channel")
+
+
+def _reply(response: IdemResponse) -> JSONResponse:
+    return JSONResponse(response.body, status_code=response.status)
+
+
+@router.post("/v1/sms/messages", summary="Send a templated SMS (notice or marketing), with failover")
+async def create_message(body: MessageCreate, request: Request, rt: RuntimeDep, ctx: AppDep,
+                         idempotency_key: IdempotencyKeyDep = None) -> JSONResponse:
+    async def flow(_idem: Idem) -> IdemResponse:
+        message = await sms.send_message(rt, ctx, phone_raw=body.phone, template_name=body.template,
+                                         params=body.params, metadata=body.metadata)
+        return IdemResponse(200, sms.message_view(message))
+
+    return _reply(await run_idempotent(rt, ctx, idempotency_key, method="POST", path=request.url.path,
+                                       body=body.model_dump(mode="json"), flow=flow))
+
+
+@router.get("/v1/sms/messages", summary="List SMS messages, newest first")
+async def list_messages(rt: RuntimeDep, ctx: AppDep, limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                        starting_after: str | None = None, status: str | None = None, kind: str | None = None,
+                        template: str | None = None, phone: Annotated[str | None, Query(max_length=32)] = None,
+                        created_gte: int | None = None, created_lt: int | None = None) -> dict[str, Any]:
+    rows, has_more = await sms.list_messages(rt, ctx, limit=limit, starting_after=starting_after, status=status,
+                                             kind=kind, template=template, phone=phone, created_gte=created_gte,
+                                             created_lt=created_lt)
+    return {"object": "list", "data": [sms.message_view(m) for m in rows], "has_more": has_more}
+
+
+@router.get("/v1/sms/messages/{message_id}", summary="Retrieve an SMS message and its delivery status")
+async def get_message(message_id: str, rt: RuntimeDep, ctx: AppDep) -> dict[str, Any]:
+    return sms.message_view(await sms.get_message(rt, ctx, message_id))
+
+
+@router.post("/v1/verification_codes", summary="Send a 6-digit verification code (limits apply)")
+async def send_code(body: CodeCreate, request: Request, rt: RuntimeDep, ctx: AppDep,
+                    idempotency_key: IdempotencyKeyDep = None) -> JSONResponse:
+    async def flow(_idem: Idem) -> IdemResponse:
+        return IdemResponse(200, await otp.send_code(rt, ctx, phone_raw=body.phone, purpose=body.purpose,
+                                                     ip=body.ip, device_id=body.device_id))
+
+    return _reply(await run_idempotent(rt, ctx, idempotency_key, method="POST", path=request.url.path,
+                                       body=body.model_dump(mode="json"), flow=flow))
+
+
+@router.post("/v1/verification_codes/check", summary="Check a code: single use, 5 tries, constant time")
+async def check_code(body: CodeCheck, rt: RuntimeDep, ctx: AppDep) -> dict[str, Any]:
+    return await otp.check_code(rt, ctx, phone_raw=body.phone, purpose=body.purpose, code=body.code, ip=body.ip)
+
+
+@router.get("/v1/sms/settings", summary="The app's SMS settings (routing, limits, templates, ...)")
+async def get_settings(rt: RuntimeDep, ctx: AppDep) -> dict[str, Any]:
+    settings = await sms_settings.load(rt, ctx)
+    return {"object": "sms_settings", **settings.model_dump(mode="json"),
+            "available_providers": await rt.sms_provider_names(ctx.app_id, ctx.mode),
+            "template_names": settings.template_names()}
+
+
+@router.put("/v1/sms/settings", summary="Replace the app's SMS settings (validated)")
+async def put_settings(request: Request, rt: RuntimeDep, ctx: AppDep) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except ValueError:
+        raise InvalidRequest("the body is not JSON", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("the body must be a JSON object", code="invalid_json")
+    settings = await sms_settings.save(rt, ctx, data)
+    return {"object": "sms_settings", **settings.model_dump(mode="json")}
+
+
+@router.post("/v1/consents", summary="Record a grant or a withdrawal of consent (marketing SMS)")
+async def change_consent(body: ConsentChange, rt: RuntimeDep, ctx: AppDep) -> dict[str, Any]:
+    settings = await sms_settings.load(rt, ctx)
+    phone = sms.parse_app_phone(body.phone, settings)
+    subject = sms.phone_hash(rt, phone)
+    evidence = dict(body.evidence or {}) | {"phone": phone.masked}
+    if body.action == "grant":
+        if not body.text_version:
+            raise InvalidRequest("text_version is required to grant consent", param="text_version",
+                                 code="text_version_required")
+        row = await consents.grant(rt, ctx, subject, body.purpose, text_version=body.text_version, source="api",
+                                   evidence=evidence)
+    else:
+        row = await consents.withdraw(rt, ctx, subject, body.purpose, source="api", evidence=evidence)
+    return {"object": "consent", "phone": phone.masked, "granted": row.action == "grant",
+            **consents.record_view(row)}
+
+
+@router.get("/v1/consents", summary="Current consent of a number for a purpose, with its history")
+async def get_consent(rt: RuntimeDep, ctx: AppDep, phone: Annotated[str, Query(max_length=32)],
+                      purpose: Literal["marketing_sms"] = "marketing_sms") -> dict[str, Any]:
+    settings = await sms_settings.load(rt, ctx)
+    parsed = sms.parse_app_phone(phone, settings)
+    rows = await consents.history(rt, ctx, sms.phone_hash(rt, parsed), purpose)
+    return {"object": "consent", "phone": parsed.masked, "purpose": purpose,
+            "granted": bool(rows) and rows[0].action == "grant",
+            "history": [consents.record_view(r) for r in rows]}
+
+
+async def _push(kind: str, provider: str, mode: str, token: str, request: Request, rt: Any) -> Response:
+    body = await request.body()
+    handler = sms.handle_receipts if kind == "receipts" else sms.handle_replies
+    try:
+        reply = await handler(rt, provider=provider, mode=mode, token=token, headers=dict(request.headers),
+                              body=body)
+    except NotificationRejected as exc:
+        return JSONResponse(error_body("invalid_request_error", exc.code, exc.message), status_code=exc.http_status)
+    return Response(content=reply.body, status_code=reply.status_code, media_type=reply.content_type)
+
+
+@router.post("/notify/sms/{provider}/{mode}/{token}/receipts", include_in_schema=False)
+async def sms_receipts(provider: str, mode: str, token: str, request: Request, rt: RuntimeDep) -> Response:
+    return await _push("receipts", provider, mode, token, request, rt)
+
+
+@router.post("/notify/sms/{provider}/{mode}/{token}/replies", include_in_schema=False)
+async def sms_replies(provider: str, mode: str, token: str, request: Request, rt: RuntimeDep) -> Response:
+    return await _push("replies", provider, mode, token, request, rt)
