@@ -20,8 +20,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -101,11 +103,25 @@ async def run_codes(target: harness.Target, sandbox: harness.Sandbox, *, codes: 
     return {"send": sent, "check": checked, "refusal": refused, "codes_read_from_phone": len(found)}
 
 
+def _redis(run_dir: Path) -> tuple[str, str | None]:
+    """(url, directory to stop it with or None): MINIGATE_TEST_REDIS_URL, else a throwaway server."""
+    url = os.environ.get("MINIGATE_TEST_REDIS_URL")
+    if url:
+        return url, None
+    out = subprocess.run(["scripts/redis-throwaway.sh", "start"], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    found = dict(re.findall(r"export (\w+)=(\S+)", out))
+    return found["MINIGATE_TEST_REDIS_URL"], found["MINIGATE_REDIS_DIR"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench sms", description=__doc__)
     parser.add_argument("--codes", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--limits", choices=["memory", "redis", "both"], default="both",
+                        help="where the gateway keeps its limits (redis: a throwaway server, or "
+                             "MINIGATE_TEST_REDIS_URL)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
@@ -116,25 +132,35 @@ def main(argv: list[str] | None = None) -> int:
                                "machine": machine_info(),
                                "settings": {"codes": args.codes, "concurrency": args.concurrency,
                                             "provider": "aliyun-sms simulator (separate process, ACS3 signed)",
-                                            "limits": "memory (one gateway process)"},
+                                            "limits": args.limits},
                                "runs": {}}
     pg = harness.start_postgres() if "postgres" in dbs else None
+    stores = ["memory", "redis"] if args.limits == "both" else [args.limits]
+    redis = _redis(run_dir) if "redis" in stores else None
     sandbox = harness.start_sandbox(run_dir)
     receiver = harness.start_receiver(run_dir)
     try:
         for db in dbs:
-            target = harness.start_minigate(run_dir, db, sandbox, receiver, pg, "WARNING")
-            try:
-                run = asyncio.run(run_codes(target, sandbox, codes=args.codes, concurrency=args.concurrency,
-                                            tag=len(results["runs"])))
-            finally:
-                target.proc.stop()
-            results["runs"][db] = run
-            for phase in ("send", "check", "refusal"):
-                p = run[phase]
-                report.console.print(f"{db:8} {phase:8} {p['per_second']:8.1f}/s  p50 {p['latency']['p50_ms']} ms  "
-                                     f"p99 {p['latency']['p99_ms']} ms  errors {p['errors']}")
+            for store in stores:
+                extra = {"MINIGATE_DATA_DIR": str(run_dir / f"minigate-{db}-{store}")}
+                if store == "redis" and redis:
+                    extra["MINIGATE_REDIS_URL"] = redis[0]
+                target = harness.start_minigate(run_dir, db, sandbox, receiver, pg, "WARNING", extra)
+                try:
+                    run = asyncio.run(run_codes(target, sandbox, codes=args.codes, concurrency=args.concurrency,
+                                                tag=len(results["runs"])))
+                finally:
+                    target.proc.stop()
+                name = f"{db}/{store}"
+                results["runs"][name] = run
+                for phase in ("send", "check", "refusal"):
+                    p = run[phase]
+                    report.console.print(f"{name:16} {phase:8} {p['per_second']:8.1f}/s  p50 "
+                                         f"{p['latency']['p50_ms']} ms  p99 {p['latency']['p99_ms']} ms  "
+                                         f"errors {p['errors']}")
     finally:
+        if redis and redis[1]:
+            subprocess.run(["scripts/redis-throwaway.sh", "stop", redis[1]], cwd=ROOT, check=False)
         receiver.stop()
         sandbox.proc.stop()
         if pg is not None:

@@ -61,6 +61,8 @@ class Runtime:
         #: (app, mode, provider) -> (credentials version, client, checked at)
         self._providers: dict[tuple[str, str, str], tuple[str, Any, float]] = {}
         self._sms_parsers: dict[str, SmsProvider] = {}
+        #: (app, mode) -> (read at, SMS providers with credentials), re-read like provider clients
+        self._sms_names: dict[tuple[str, str], tuple[float, list[str]]] = {}
         self._sms_sandbox_registered: set[str] = set()
         self._limiter: Any = None
 
@@ -217,14 +219,17 @@ class Runtime:
     async def sms_provider_names(self, app_id: str, mode: str) -> list[str]:
         """SMS providers with credentials for the app and mode, in registry order; in test mode with none
         stored, every sandbox SMS provider."""
+        cached = self._sms_names.get((app_id, mode))
+        if cached is not None and time.monotonic() - cached[0] < CREDENTIALS_RECHECK_SECONDS:
+            return list(cached[1])
         names = list(registry.sms_specs())
         async with self.db.read() as session:
             stored = set((await session.execute(select(AppCredential.provider).where(
                 AppCredential.app_id == app_id, AppCredential.mode == mode,
                 AppCredential.provider.in_(names)))).scalars())
-        if stored:
-            return [n for n in names if n in stored]
-        return names if mode == "test" else []
+        found = [n for n in names if n in stored] if stored else (names if mode == "test" else [])
+        self._sms_names[(app_id, mode)] = (time.monotonic(), found)
+        return list(found)
 
     def sms_parser(self, provider: str) -> SmsProvider:
         """A client used only to read pushed receipts and replies (their format does not depend on the account)."""
@@ -267,3 +272,4 @@ class Runtime:
 
     def forget_provider(self, app_id: str, mode: str, provider: str) -> None:
         self._providers.pop((app_id, mode, provider), None)
+        self._sms_names.pop((app_id, mode), None)

@@ -341,15 +341,25 @@ def _text(template: Template, sign: str, params: Mapping[str, str], settings: Sm
 async def deliver(rt: Runtime, message_id: str, *, secret_params: Mapping[str, str] | None = None) -> SmsMessage:
     """Send a ``queued`` message through the first provider that takes it. ``secret_params`` (the code of a
     verification message) are used for this send only and never stored."""
+    async with rt.db.read() as session:
+        peek = await session.get(SmsMessage, message_id)
+    if peek is None or peek.status != "queued":
+        if peek is None:
+            raise NotFound(f"no such message: {message_id}", code="resource_missing")
+        return peek
+    ctx = AppContext(peek.app_id, peek.mode)
+    settings = await sms_settings.load(rt, ctx)
+    names = await _routes(rt, ctx, settings)
+    # one transaction claims the message and names the first provider (a crash during its call leaves a
+    # row that says whom to ask)
     async with rt.db.transaction() as session:
         message = await _lock(session, message_id)
         if message.status != "queued":
             return message
         message.status = "sending"
+        message.provider = names[0] if names else None
         message.locked_until = rt.now() + SENDING_LEASE
         message.updated_at = rt.now()
-    ctx = AppContext(message.app_id, message.mode)
-    settings = await sms_settings.load(rt, ctx)
     template = settings.template(message.template)
     params = json.loads(rt.vault.open(message.params_sealed, context=PARAMS_CONTEXT))
     params.update(secret_params or {})
@@ -358,13 +368,13 @@ async def deliver(rt: Runtime, message_id: str, *, secret_params: Mapping[str, s
                                                                       else "code_not_available",
                                                                       "the message can no longer be built"))
     plan = _Plan(message, rt.vault.open(message.phone_sealed, context=PHONE_CONTEXT), params, template, settings)
-    return await _route(rt, ctx, plan, await _routes(rt, ctx, settings))
+    return await _route(rt, ctx, plan, names)
 
 
 async def _route(rt: Runtime, ctx: AppContext, plan: _Plan, names: list[str]) -> SmsMessage:
     attempts: list[dict[str, Any]] = list(plan.message.attempts or [])
     last_error: tuple[str, str] = ("no_provider", "no SMS provider is configured for this app and mode")
-    for name in names:
+    for index, name in enumerate(names):
         gate = breaker(rt, ctx.app_id, ctx.mode, name, plan.settings)
         if not gate.allow():
             attempts.append(_attempt(rt, name, "skipped", "circuit_open"))
@@ -386,7 +396,8 @@ async def _route(rt: Runtime, ctx: AppContext, plan: _Plan, names: list[str]) ->
                              template_id=mapping.id, params=ordered,
                              text=_text(plan.template, sign, plan.params, plan.settings),
                              sent_at=plan.message.created_at)
-        await _mark_trying(rt, plan.message.id, name, attempts)
+        if index or attempts:          # the claim already named the first provider
+            await _mark_trying(rt, plan.message.id, name, attempts)
         try:
             result = await provider.send(request)
         except OutcomeUnknown as exc:
