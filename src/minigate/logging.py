@@ -75,6 +75,9 @@ def configure_logging(level: str = "INFO", *, json: bool = True, stream: Any = N
         logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
+    # httpx logs every request URL at INFO; some providers (Baidu) carry tokens and keys in the URL
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def get_logger(name: str) -> Any:

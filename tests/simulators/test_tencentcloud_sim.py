@@ -137,7 +137,8 @@ async def idle(m: Merchant) -> None:
 async def test_registered_and_credentials_are_the_design_fields(env: Any) -> None:
     m, _ = env
     assert REGISTRY["tencentcloud"] == "minigate.simulators.tencentcloud:TencentCloudSimulator"
-    assert set(m.creds) == {"secret_id", "secret_key", "sms_sdk_app_id", "sign_name", "templates"}
+    # the DESIGN fields, plus the FaceID rule id the same account uses for identity checks
+    assert set(m.creds) == {"secret_id", "secret_key", "sms_sdk_app_id", "sign_name", "templates", "faceid_rule_id"}
     assert m.creds["secret_id"].startswith("AKID") and len(m.creds["secret_key"]) == 32
     assert m.creds["sms_sdk_app_id"].startswith("1400") and len(m.creds["sms_sdk_app_id"]) == 10
     assert set(m.creds["templates"]) == set(DEFAULT_TEMPLATES)

@@ -14,7 +14,7 @@ from prometheus_client import Counter, Histogram
 from minigate import __version__
 from minigate.api import errors
 from minigate.api.limits import BodyLimitMiddleware
-from minigate.api.routes import exceptions, misc, orders, reconciliation, sms
+from minigate.api.routes import exceptions, identity, misc, orders, reconciliation, sms
 from minigate.config import Settings
 from minigate.services.runtime import Runtime
 from minigate.services.worker import Worker
@@ -58,6 +58,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, migrate: b
     app.include_router(exceptions.router)
     app.include_router(reconciliation.router)
     app.include_router(sms.router)
+    app.include_router(identity.router)
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -17,10 +17,9 @@ import httpx
 from pydantic import BaseModel
 
 from minigate.providers.bases.payment import PaymentProvider
-from minigate.providers.bases.sms import SmsProvider, SmsProviderConfig
 
-__all__ = ["PaymentSpec", "SandboxContext", "SmsSpec", "channels", "payment_spec", "payment_specs", "sms_spec",
-           "sms_specs"]
+__all__ = ["IdentitySpec", "PaymentSpec", "SandboxContext", "ServiceSpec", "SmsSpec", "channels", "identity_spec",
+           "identity_specs", "payment_spec", "payment_specs", "sms_spec", "sms_specs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,32 +126,33 @@ def channels() -> dict[str, str]:
     return {channel: spec.name for spec in payment_specs().values() for channel in spec.channels}
 
 
-# --------------------------------------------------------------------------- SMS
+# --------------------------------------------------------------------------- services (SMS, identity)
 
 @dataclass(frozen=True, slots=True)
-class SmsSpec:
-    """An SMS provider: its client, its configuration model and how the sandbox configures it.
-
-    Third-party packages register one under the ``minigate.sms_providers`` entry-point group.
-    """
+class ServiceSpec:
+    """A service provider (SMS, identity, ...): its client, its configuration model and how the sandbox
+    configures it. Third-party packages register one under ``minigate.sms_providers`` /
+    ``minigate.identity_providers``."""
 
     name: str
     provider: str              # "module:Class", built as Class(config, client)
-    config: str                # "module:Model" (a SmsProviderConfig)
+    config: str                # "module:Model"
     sandbox_config: str        # "module:function", (SandboxContext) -> config dict
 
-    def config_model(self) -> type[SmsProviderConfig]:
-        model: type[SmsProviderConfig] = _load(self.config)
+    def config_model(self) -> type[BaseModel]:
+        model: type[BaseModel] = _load(self.config)
         return model
 
-    def build(self, raw: Mapping[str, Any], client: httpx.AsyncClient) -> SmsProvider:
-        provider_cls: Callable[[SmsProviderConfig, httpx.AsyncClient], SmsProvider] = _load(self.provider)
-        return provider_cls(self.config_model()(**raw), client)
+    def build(self, raw: Mapping[str, Any], client: httpx.AsyncClient) -> Any:
+        return _load(self.provider)(self.config_model()(**raw), client)
 
     def sandbox(self, ctx: SandboxContext) -> dict[str, Any]:
         result: dict[str, Any] = _load(self.sandbox_config)(ctx)
         return result
 
+
+SmsSpec = ServiceSpec
+IdentitySpec = ServiceSpec
 
 _BUILTIN_SMS: tuple[SmsSpec, ...] = (
     SmsSpec(name="aliyun-sms", provider="minigate.providers.aliyun_sms.provider:AliyunSmsProvider",
@@ -167,15 +167,42 @@ _BUILTIN_SMS: tuple[SmsSpec, ...] = (
 )
 
 
-@functools.cache
-def sms_specs() -> dict[str, SmsSpec]:
-    """Built-in SMS providers plus third-party entry points, in the default failover order."""
-    specs = {spec.name: spec for spec in _BUILTIN_SMS}
-    for entry in entry_points(group="minigate.sms_providers"):
+def _with_entry_points(builtin: tuple[ServiceSpec, ...], group: str) -> dict[str, ServiceSpec]:
+    specs = {spec.name: spec for spec in builtin}
+    for entry in entry_points(group=group):
         spec = entry.load()
         specs.setdefault(spec.name, spec)
     return specs
 
 
+@functools.cache
+def sms_specs() -> dict[str, SmsSpec]:
+    """Built-in SMS providers plus third-party entry points, in the default failover order."""
+    return _with_entry_points(_BUILTIN_SMS, "minigate.sms_providers")
+
+
 def sms_spec(name: str) -> SmsSpec | None:
     return sms_specs().get(name)
+
+
+_BUILTIN_IDENTITY: tuple[IdentitySpec, ...] = (
+    IdentitySpec(name="tencent-faceid", provider="minigate.providers.tencentcloud.faceid:TencentFaceIdProvider",
+                 config="minigate.providers.tencentcloud.faceid:TencentFaceIdConfig",
+                 sandbox_config="minigate.providers.tencentcloud.faceid:sandbox_config"),
+    IdentitySpec(name="baidu", provider="minigate.providers.baidu.provider:BaiduFaceProvider",
+                 config="minigate.providers.baidu.config:BaiduFaceConfig",
+                 sandbox_config="minigate.providers.baidu.config:sandbox_config"),
+    IdentitySpec(name="unisound", provider="minigate.providers.unisound.provider:UnisoundVoiceprintProvider",
+                 config="minigate.providers.unisound.config:UnisoundConfig",
+                 sandbox_config="minigate.providers.unisound.config:sandbox_config"),
+)
+
+
+@functools.cache
+def identity_specs() -> dict[str, IdentitySpec]:
+    """Built-in identity providers plus third-party entry points (``minigate.identity_providers``)."""
+    return _with_entry_points(_BUILTIN_IDENTITY, "minigate.identity_providers")
+
+
+def identity_spec(name: str) -> IdentitySpec | None:
+    return identity_specs().get(name)

@@ -24,6 +24,7 @@ EVENT_TYPES = frozenset({
     "order.paid", "order.closed", "order.paid_after_close",
     "refund.succeeded", "refund.failed",
     "sms.delivered", "sms.failed",
+    "identity.verified", "identity.failed",
 })
 
 

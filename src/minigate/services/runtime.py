@@ -150,9 +150,9 @@ class Runtime:
             login = self.sandbox.credentials("wechat")
             return {"appid": login["appid"], "app_secret": login["app_secret"],
                     "base_url": f"{self.sandbox_base_url}/wechat"}
-        sms = registry.sms_spec(provider)
-        if sms is not None:
-            return sms.sandbox(self.sandbox_context())
+        service = registry.sms_spec(provider) or registry.identity_spec(provider)
+        if service is not None:
+            return service.sandbox(self.sandbox_context())
         spec = registry.payment_spec(provider)
         if spec is None:
             raise NotFound(f"unknown provider {provider}", code="unknown_provider")
@@ -230,6 +230,23 @@ class Runtime:
         found = [n for n in names if n in stored] if stored else (names if mode == "test" else [])
         self._sms_names[(app_id, mode)] = (time.monotonic(), found)
         return list(found)
+
+    async def identity_provider(self, app_id: str, mode: str, provider: str) -> Any:
+        spec = registry.identity_spec(provider)
+        if spec is None:
+            raise NotFound(f"unknown identity provider {provider}", code="unknown_provider")
+        return await self._cached(app_id, mode, provider, lambda raw: spec.build(raw, self.provider_client))
+
+    async def identity_provider_names(self, app_id: str, mode: str) -> list[str]:
+        """Identity providers with credentials for the app and mode; in test mode with none stored, all."""
+        names = list(registry.identity_specs())
+        async with self.db.read() as session:
+            stored = set((await session.execute(select(AppCredential.provider).where(
+                AppCredential.app_id == app_id, AppCredential.mode == mode,
+                AppCredential.provider.in_(names)))).scalars())
+        if stored:
+            return [n for n in names if n in stored]
+        return names if mode == "test" else []
 
     def sms_parser(self, provider: str) -> SmsProvider:
         """A client used only to read pushed receipts and replies (their format does not depend on the account)."""

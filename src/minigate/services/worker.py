@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from datetime import timedelta
 
 import httpx
@@ -23,6 +24,7 @@ from minigate.logging import get_logger
 from minigate.services import orders as order_service
 from minigate.services import refunds as refund_service
 from minigate.services.events import event_view, signing_secrets
+from minigate.services.identity import check_due_verifications, purge_expired
 from minigate.services.reconcile import reconcile_due
 from minigate.services.runtime import Runtime
 from minigate.services.sms import send_due_messages
@@ -37,6 +39,8 @@ WEBHOOKS_DEAD = Counter("minigate_webhook_deliveries_dead_total", "Webhook deliv
 WEBHOOK_ATTEMPTS = Counter("minigate_webhook_attempts_total", "Webhook delivery attempts", ["outcome"])
 
 BATCH = 50
+#: how often the worker runs the retention purge
+PURGE_EVERY_SECONDS = 3600
 
 
 def backoff_seconds(attempt: int, *, rng: random.Random | None = None) -> float:
@@ -215,12 +219,20 @@ class Worker:
         self.rt = rt
         self.poll_seconds = poll_seconds
         self._stop = asyncio.Event()
+        self._last_purge = float("-inf")
 
     async def run_once(self) -> int:
         done = await deliver_due_webhooks(self.rt)
         done += await check_due_orders(self.rt)
         done += await check_due_refunds(self.rt)
         done += await send_due_messages(self.rt)
+        done += await check_due_verifications(self.rt)
+        if time.monotonic() - self._last_purge >= PURGE_EVERY_SECONDS:
+            self._last_purge = time.monotonic()
+            try:   # retention (C-9): personal data past its time is purged, with a deletion record
+                await purge_expired(self.rt)
+            except Exception:  # logged with its traceback; retried on a later pass
+                log.exception("retention purge failed")
         try:   # daily reconciliation (A-11): a bill that cannot be fetched must not stall the rest
             await reconcile_due(self.rt)
         except Exception:  # logged with its traceback; retried on a later pass

@@ -30,6 +30,8 @@ REGISTRY: dict[str, str] = {
     "aliyun-sms": "minigate.simulators.aliyun_sms:AliyunSmsSimulator",
     "tencentcloud": "minigate.simulators.tencentcloud:TencentCloudSimulator",
     "yunpian": "minigate.simulators.yunpian:YunpianSimulator",
+    "baidu": "minigate.simulators.baidu:BaiduSimulator",
+    "unisound": "minigate.simulators.unisound:UnisoundSimulator",
 }
 
 #: the simulators that own an SMS desk (a sandbox phone): ``GET /_sandbox/messages?phone=`` merges them

@@ -21,6 +21,10 @@ per-number ``SendStatusSet`` entries; receipts are pushed as Tencent's JSON arra
 ``POST /_sandbox/callbacks`` and acknowledged by ``{"result":0}``; replies (``POST /_sandbox/reply``) as Tencent's
 reply object.
 
+**FaceID** (service ``faceid``, version 2018-03-01): ``IdCardVerification``, ``DetectAuth``,
+``GetDetectInfoEnhanced``, ``GetDetectInfo`` and the identity control routes ``/_sandbox/persons``,
+``/_sandbox/next``, ``/_sandbox/faceid/complete``; see :mod:`minigate.simulators._tencent_faceid`.
+
 Not confirmed, and so attributes to change: the region list (``regions``), the exact ``Message`` texts, the
 shape of a failed per-number entry (``SerialNo`` empty, ``Fee`` 0), ``NoSuchVersion``/``UnsupportedRegion``/
 ``UnknownParameter``/``AuthFailure.InvalidAuthorization`` for the corresponding header faults, and that
@@ -62,11 +66,11 @@ from minigate.simulators._sms import (
     template_ids,
 )
 
-__all__ = ["RETRY_SCHEDULE", "ApiAction", "Call", "TcApiError", "Tc3Gateway", "TencentCloudSimulator",
+__all__ = ["RETRY_SCHEDULE", "ApiAction", "Call", "HttpFault", "TcApiError", "Tc3Gateway", "TencentCloudSimulator",
            "create_credentials"]
 
 RETRY_SCHEDULE = RECEIPT_RETRY_SCHEDULE
-CREDENTIAL_FIELDS = ("secret_id", "secret_key", "sms_sdk_app_id", "sign_name", "templates")
+CREDENTIAL_FIELDS = ("secret_id", "secret_key", "sms_sdk_app_id", "sign_name", "templates", "faceid_rule_id")
 SMS_VERSION = "2021-01-11"
 #: X-TC-Region values SMS accepts [M]
 SMS_REGIONS = ("ap-guangzhou", "ap-beijing", "ap-nanjing")
@@ -88,7 +92,8 @@ def create_credentials() -> dict[str, Any]:
     base = 1_000_000 + secrets.randbelow(8_000_000)
     return {"secret_id": "AKID" + _alnum(32), "secret_key": _alnum(32),
             "sms_sdk_app_id": "1400" + "".join(secrets.choice(string.digits) for _ in range(6)),
-            "sign_name": "迷你网关", "templates": template_ids(lambda i, _t: str(base + i))}
+            "sign_name": "迷你网关", "templates": template_ids(lambda i, _t: str(base + i)),
+            "faceid_rule_id": str(1 + secrets.randbelow(99))}
 
 
 # --------------------------------------------------------------------------- the gateway
@@ -100,6 +105,14 @@ class TcApiError(Exception):
         super().__init__(code)
         self.code = code
         self.message = message
+
+
+class HttpFault(Exception):
+    """A handler's way to answer like a failing front end: a bare HTTP ``status`` (no API 3.0 body)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +128,8 @@ class Call:
     timestamp: int
     request_id: str
     language: str | None
+    #: the simulator's root URL as this request reached it (``http://host[/prefix]/``)
+    base_url: str = ""
 
 
 Handler = Callable[[Call], Awaitable[dict[str, Any]]]
@@ -206,6 +221,8 @@ class Tc3Gateway:
             result = await action.handler(call)
         except TcApiError as exc:
             result = {"Error": {"Code": exc.code, "Message": exc.message}}
+        except HttpFault as exc:
+            return Response(b"<html><body>Gateway Timeout</body></html>", exc.status, media_type="text/html")
         if fault is not None and fault.kind == "charged_then_timeout":
             await asyncio.sleep(fault.seconds)
             return Response(b"<html><body>Gateway Timeout</body></html>", 504, media_type="text/html")
@@ -296,7 +313,12 @@ class Tc3Gateway:
             if unknown:
                 raise TcApiError("UnknownParameter", f"The parameter `{unknown[0]}` is not recognized.")
         return Call(action.service, action.name, version, region, params, parsed_auth.secret_id, timestamp,
-                    request_id, headers.get("x-tc-language")), action
+                    request_id, headers.get("x-tc-language"), _root_url(request)), action
+
+
+def _root_url(request: Request) -> str:
+    """``http://host[:port]/<mount prefix>/`` -- where this simulator's own routes are, as the caller reached it."""
+    return str(request.url.replace(path=request.scope.get("root_path", "").rstrip("/") + "/", query=""))
 
 
 # --------------------------------------------------------------------------- parameter helpers
@@ -361,18 +383,23 @@ def _split(e164: str) -> tuple[str, str]:
 # --------------------------------------------------------------------------- the simulator
 
 class TencentCloudSimulator:
-    """One simulated Tencent Cloud account: one API key pair and one SMS application. ``app`` is the ASGI app.
+    """One simulated Tencent Cloud account: one API key pair, one SMS application and one FaceID rule. ``app`` is
+    the ASGI app.
 
     Control routes: ``/_sandbox/messages``, ``/_sandbox/callbacks``, ``/_sandbox/phones``, ``/_sandbox/reply``
-    (the SMS desk) and ``/_sandbox/faults`` (``path`` in a ``next_call`` fault matches a prefix of the action
-    name, e.g. ``"SendSms"``).
+    (the SMS desk), ``/_sandbox/persons``, ``/_sandbox/next``, ``/_sandbox/faceid/complete``,
+    ``/_sandbox/faceid/sessions/{token}`` (FaceID) and ``/_sandbox/faults`` (``path`` in a ``next_call`` fault
+    matches a prefix of the action name, e.g. ``"SendSms"``).
     """
 
     name = "tencentcloud"
 
     def __init__(self, store: CredentialStore, *, clock: Clock, faults: Faults | None = None,
                  deliverer: Deliverer | None = None) -> None:
+        from minigate.simulators._tencent_faceid import FaceIdDesk, rule_id_for
+
         self.account: dict[str, Any] = store.load_or_create(self.name, create_credentials)
+        self.account.setdefault("faceid_rule_id", rule_id_for(str(self.account["secret_id"])))
         self.clock = clock
         self.faults = faults or Faults()
         deliverer = deliverer or Deliverer(schedule=RETRY_SCHEDULE, clock=clock)
@@ -390,7 +417,10 @@ class TencentCloudSimulator:
         self._pulled: set[str] = set()
         self.gateway = Tc3Gateway(keys=self._secret_key, now=self.now, faults=self.faults)
         self._register_sms()
-        self.app = Starlette(routes=[*fault_routes(self.faults), *self.desk.routes(), *self.gateway.routes()])
+        self.faceid = FaceIdDesk(account=self.account, now=self.now)
+        self.faceid.register(self.gateway)
+        self.app = Starlette(routes=[*fault_routes(self.faults), *self.desk.routes(), *self.faceid.routes(),
+                                     *self.gateway.routes()])
 
     def now(self) -> float:
         """The simulator's clock: the shared clock plus the ``clock_skew_seconds`` fault."""

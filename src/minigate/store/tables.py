@@ -34,6 +34,8 @@ __all__ = [
     "VerificationCode",
     "Base",
     "DataKey",
+    "DeletionRecord",
+    "IdentityVerification",
     "Event",
     "IdempotencyKey",
     "InboundNotification",
@@ -484,4 +486,63 @@ class ConsentRecord(Base):
     #: api | sms_reply | console
     source: Mapped[str] = mapped_column(String(24))
     evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime]
+
+
+class IdentityVerification(Base):
+    """One identity check. Names and ID numbers are sealed (and purged after their retention); images and audio
+    are never stored — only the outcome, the score and the provider's reference (C-5)."""
+
+    __tablename__ = "identity_verifications"
+    __table_args__ = (
+        Index("ix_identity_verifications_app_created", "app_id", "mode", "created_at"),
+        Index("ix_identity_verifications_subject", "app_id", "mode", "subject_hash"),
+        Index("ix_identity_verifications_due", "status", "next_check_at"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"))
+    mode: Mapped[str] = mapped_column(String(8))
+    #: id_card | face | voiceprint
+    kind: Mapped[str] = mapped_column(String(16))
+    #: voiceprint: enrol | verify; otherwise verify
+    action: Mapped[str] = mapped_column(String(16))
+    provider: Mapped[str | None] = mapped_column(String(32))
+    #: pending | passed | failed | expired
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(48))
+    #: keyed hash of the ID number (or, for voiceprints, of the merchant's subject reference)
+    subject_hash: Mapped[str] = mapped_column(String(64))
+    name_sealed: Mapped[str | None] = mapped_column(Text)
+    id_number_sealed: Mapped[str | None] = mapped_column(Text)
+    masked: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    provider_ref: Mapped[str | None] = mapped_column(String(128))
+    provider_code: Mapped[str | None] = mapped_column(String(64))
+    score: Mapped[float | None]
+    liveness: Mapped[bool | None]
+    attempts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    #: what the mini-program needs to run a provider's face flow (a token; no personal data)
+    client_params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    consent_record_id: Mapped[int | None]
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    expires_at: Mapped[datetime | None]
+    next_check_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]
+    personal_data_purged_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+
+class DeletionRecord(Base):
+    """A certificate of deletion: what a retention purge or a subject's erasure removed, and when (C-9)."""
+
+    __tablename__ = "deletion_records"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    app_id: Mapped[str | None] = mapped_column(String(40))
+    mode: Mapped[str | None] = mapped_column(String(8))
+    #: retention_purge | subject_erasure
+    reason: Mapped[str] = mapped_column(String(32))
+    data_class: Mapped[str] = mapped_column(String(48))
+    subject_hash: Mapped[str | None] = mapped_column(String(64))
+    count: Mapped[int] = mapped_column(Integer)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime]

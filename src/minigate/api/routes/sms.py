@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field, StrictStr
 
-from minigate.api.deps import AppDep, IdempotencyKeyDep, RuntimeDep
+from minigate.api.deps import AppDep, IdempotencyKeyDep, JsonObjectDep, RuntimeDep
 from minigate.api.errors import error_body
 from minigate.api.schemas import _Body
 from minigate.errors import InvalidRequest, NotificationRejected
@@ -109,13 +109,7 @@ async def get_settings(rt: RuntimeDep, ctx: AppDep) -> dict[str, Any]:
 
 
 @router.put("/v1/sms/settings", summary="Replace the app's SMS settings (validated)")
-async def put_settings(request: Request, rt: RuntimeDep, ctx: AppDep) -> dict[str, Any]:
-    try:
-        data = await request.json()
-    except ValueError:
-        raise InvalidRequest("the body is not JSON", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("the body must be a JSON object", code="invalid_json")
+async def put_settings(data: JsonObjectDep, rt: RuntimeDep, ctx: AppDep) -> dict[str, Any]:
     settings = await sms_settings.save(rt, ctx, data)
     return {"object": "sms_settings", **settings.model_dump(mode="json")}
 

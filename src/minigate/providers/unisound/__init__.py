@@ -1,0 +1,1 @@
+"""Unisound (云知声) voiceprint recognition (service-protocols.md §2.3)."""
