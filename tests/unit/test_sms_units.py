@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -105,3 +107,31 @@ async def test_redis_limiter_is_shared_between_instances() -> None:
     finally:
         await one.aclose()
         await two.aclose()
+
+
+class _Names:
+    """The one thing ``_routes`` asks the runtime: which providers have credentials."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+
+    async def sms_provider_names(self, app_id: str, mode: str) -> list[str]:
+        return list(self.names)
+
+
+async def test_routes_follow_weights_then_list_order_and_skip_unconfigured() -> None:
+    from minigate.services.apps import AppContext
+    from minigate.services.sms import _routes
+
+    rt: Any = _Names(["aliyun-sms", "tencentcloud", "yunpian"])
+    ctx = AppContext("app_x", "test")
+    assert await _routes(rt, ctx, SmsSettings()) == ["aliyun-sms", "tencentcloud", "yunpian"]
+    backup_first = SmsSettings.model_validate({"providers": [
+        {"provider": "yunpian", "weight": 0}, {"provider": "tencentcloud", "weight": 1}]})
+    assert await _routes(rt, ctx, backup_first) == ["tencentcloud", "yunpian"]
+    split = SmsSettings.model_validate({"providers": [
+        {"provider": "aliyun-sms", "weight": 3}, {"provider": "tencentcloud", "weight": 1}]})
+    firsts = Counter([(await _routes(rt, ctx, split))[0] for _ in range(400)])
+    assert set(firsts) == {"aliyun-sms", "tencentcloud"} and 0.6 < firsts["aliyun-sms"] / 400 < 0.9
+    rt.names = ["tencentcloud"]           # aliyun-sms has no credentials here
+    assert await _routes(rt, ctx, split) == ["tencentcloud"]
