@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import datetime as dt
 import hashlib
 import json
@@ -53,6 +52,7 @@ from starlette.routing import Route
 
 from minigate.identity import InvalidIdentity, parse_id_number, parse_name
 from minigate.simulators._core import BEIJING, json_response, read_json_object
+from minigate.simulators._identity import Authority, Override, decode_base64, param_error
 from minigate.simulators.tencentcloud import ApiAction, Call, HttpFault, Tc3Gateway, TcApiError, _int, _str, invalid
 
 __all__ = ["FACEID_VERSION", "FaceIdDesk", "rule_id_for"]
@@ -101,19 +101,6 @@ def rule_id_for(secret_id: str) -> str:
 
 
 @dataclass
-class Person:
-    name: str
-    photo: bytes | None = None
-
-
-@dataclass
-class Override:
-    outcome: str
-    count: int
-    seconds: float | None = None
-
-
-@dataclass
 class Session:
     token: str
     created_at: float
@@ -125,15 +112,6 @@ class Session:
     completed_at: float | None = None
     text: dict[str, Any] = field(default_factory=dict)
     best_frame: str | None = None
-
-
-def _decode(value: Any) -> bytes | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        return None
 
 
 def _valid_id(raw: str) -> str | None:
@@ -164,9 +142,8 @@ class FaceIdDesk:
     def __init__(self, *, account: Mapping[str, Any], now: Callable[[], float]) -> None:
         self.account = account
         self.now = now
-        self.persons: dict[str, Person] = {}
+        self.authority = Authority(NEXT_OUTCOMES)
         self.sessions: dict[str, Session] = {}
-        self.overrides: list[Override] = []
         #: IdCardVerification calls per ID number per Beijing day before ``"-7"``
         self.id_checks_per_day = 50
         self._checks: dict[tuple[str, str], int] = {}
@@ -192,20 +169,13 @@ class FaceIdDesk:
             gateway.register(action)
 
     def routes(self) -> list[Route]:
-        return [Route("/_sandbox/persons", self._persons, methods=["POST"]),
-                Route("/_sandbox/next", self._next, methods=["GET", "POST", "DELETE"]),
+        return [*self.authority.routes(),
                 Route("/_sandbox/faceid/complete", self._complete, methods=["POST"]),
                 Route("/_sandbox/faceid/sessions/{token}", self._session, methods=["GET"])]
 
     # ------------------------------------------------------------------ overrides
     def _take(self, kinds: frozenset[str]) -> Override | None:
-        if not self.overrides or self.overrides[0].outcome not in kinds:
-            return None
-        head = self.overrides[0]
-        head.count -= 1
-        if head.count <= 0:
-            self.overrides.pop(0)
-        return head
+        return self.authority.take(kinds.__contains__)
 
     async def _maybe_timeout(self) -> None:
         taken = self._take(frozenset({"timeout"}))
@@ -245,7 +215,7 @@ class FaceIdDesk:
         override = self._take(_ID_OVERRIDES)
         if override is not None:
             return self._id_result({"pass": "0", "mismatch": "-1", "authority_unavailable": "-6"}[override.outcome])
-        person = self.persons.get(id_number)
+        person = self.authority.persons.get(id_number)
         if person is None:
             return self._id_result("-5")
         return self._id_result("0" if person.name == name else "-1")
@@ -278,7 +248,7 @@ class FaceIdDesk:
         if image_text is not None:
             if len(image_text) > IMAGE_MAX_CHARS:
                 raise TcApiError("FailedOperation.ImageSizeTooLarge", "图片尺寸过大。")
-            image = _decode(image_text)
+            image = decode_base64(image_text)
             if image is None:
                 raise TcApiError("FailedOperation.ImageDecodeFailed", "图片解码失败。")
         token = str(uuid.uuid4()).upper()
@@ -357,7 +327,7 @@ class FaceIdDesk:
             outcome = override.outcome if override is not None else None
         sim: str | None = None
         if outcome is None:
-            person = self.persons.get(session.id_number)
+            person = self.authority.persons.get(session.id_number)
             reference = session.image or (person.photo if person else None)
             if person is None or person.name != session.name:
                 outcome = "name_mismatch"
@@ -379,62 +349,20 @@ class FaceIdDesk:
         return "mismatch" if outcome == "name_mismatch" else outcome
 
     # ------------------------------------------------------------------ control routes
-    @staticmethod
-    def _bad(message: str, status: int = 400) -> Response:
-        return json_response({"code": "PARAM_ERROR", "message": message}, status)
-
-    async def _persons(self, request: Request) -> Response:
-        body = await read_json_object(request)
-        if body is None:
-            return self._bad("body must be a JSON object")
-        name, raw_id, photo_text = body.get("name"), body.get("id_number"), body.get("photo")
-        if not isinstance(name, str) or not name.strip():
-            return self._bad("name must be a non-empty string")
-        try:
-            id_number = parse_id_number(raw_id if isinstance(raw_id, str) else "").value
-        except InvalidIdentity:
-            return self._bad("id_number is not a valid resident ID number")
-        photo = None
-        if photo_text is not None:
-            photo = _decode(photo_text)
-            if photo is None:
-                return self._bad("photo must be base64")
-        self.persons[id_number] = Person(name.strip(), photo)
-        return json_response({"registered": True, "persons": len(self.persons)})
-
-    async def _next(self, request: Request) -> Response:
-        if request.method == "DELETE":
-            self.overrides.clear()
-        elif request.method == "POST":
-            body = await read_json_object(request)
-            if body is None:
-                return self._bad("body must be a JSON object")
-            outcome, count, seconds = body.get("outcome"), body.get("count", 1), body.get("seconds")
-            if outcome not in NEXT_OUTCOMES:
-                return self._bad(f"outcome must be one of {', '.join(NEXT_OUTCOMES)}")
-            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-                return self._bad("count must be a positive integer")
-            if seconds is not None and (not isinstance(seconds, int | float) or isinstance(seconds, bool)
-                                        or seconds < 0):
-                return self._bad("seconds must be a non-negative number")
-            self.overrides.append(Override(outcome, count, None if seconds is None else float(seconds)))
-        return json_response({"next": [{"outcome": o.outcome, "count": o.count, "seconds": o.seconds}
-                                       for o in self.overrides]})
-
     async def _complete(self, request: Request) -> Response:
         body = await read_json_object(request)
         if body is None:
-            return self._bad("body must be a JSON object")
+            return param_error("body must be a JSON object")
         token, outcome, photo_text = body.get("biz_token"), body.get("outcome"), body.get("photo")
         if not isinstance(token, str) or not token:
-            return self._bad("biz_token is required")
+            return param_error("biz_token is required")
         if outcome is not None and outcome not in COMPLETE_OUTCOMES:
-            return self._bad(f"outcome must be one of {', '.join(COMPLETE_OUTCOMES)}")
+            return param_error(f"outcome must be one of {', '.join(COMPLETE_OUTCOMES)}")
         photo = None
         if photo_text is not None:
-            photo = _decode(photo_text)
+            photo = decode_base64(photo_text)
             if photo is None:
-                return self._bad("photo must be base64")
+                return param_error("photo must be base64")
         session = self.sessions.get(token)
         if session is None:
             return json_response({"code": "NOT_FOUND", "message": "no such BizToken"}, 404)

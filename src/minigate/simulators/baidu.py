@@ -70,7 +70,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from minigate.identity import InvalidIdentity, parse_id_number, parse_name
-from minigate.simulators._core import Clock, CredentialStore, Deliverer, Faults, fault_routes, json_response
+from minigate.simulators._core import (
+    Clock,
+    CredentialStore,
+    Deliverer,
+    Faults,
+    fault_routes,
+    json_response,
+    read_json_object,
+)
+from minigate.simulators._identity import Authority, Override, Person, param_error
 
 __all__ = ["OUTCOMES", "BaiduApiError", "BaiduSimulator", "create_credentials"]
 
@@ -78,6 +87,8 @@ CREDENTIAL_FIELDS = ("app_id", "api_key", "secret_key")
 TOKEN_LIFETIME_SECONDS = 30 * 24 * 3600
 SCOPE = "public brain_all_scope vis-faceverify_FACE_V3 vis-faceverify_FACE_Police wise_adapt"
 OUTCOMES = ("pass", "liveness_failed", "mismatch", "no_face", "timeout")
+#: outcomes about images: an ID check leaves them queued for the next face call
+FACE_OUTCOMES = frozenset({"no_face", "liveness_failed"})
 IMAGE_TYPES = ("BASE64", "URL", "FACE_TOKEN")
 CONTROLS = ("NONE", "LOW", "NORMAL", "HIGH")
 FACE_TYPES = ("LIVE", "IDCARD", "WATERMARK", "CERT", "INFRARED", "HYBRID")
@@ -114,19 +125,6 @@ def _null(name: str) -> BaiduApiError:
 
 
 @dataclass
-class Person:
-    name: str
-    photo: bytes | None
-
-
-@dataclass
-class Override:
-    outcome: str
-    count: int
-    seconds: float | None = None
-
-
-@dataclass
 class Token:
     expires_at: float
     expired: bool = False
@@ -146,14 +144,12 @@ class BaiduSimulator:
         self.same_score = 95.0
         self.other_score = 25.0
         self.tokens: dict[str, Token] = {}
-        self.persons: dict[str, Person] = {}
-        self.overrides: list[Override] = []
+        self.authority = Authority(OUTCOMES)
         #: face tokens handed out by ``match`` -> image bytes
         self.face_tokens: dict[str, bytes] = {}
         self.app = Starlette(routes=[
             *fault_routes(self.faults),
-            Route("/_sandbox/persons", self.persons_endpoint, methods=["POST", "DELETE"]),
-            Route("/_sandbox/next", self.next_endpoint, methods=["GET", "POST", "DELETE"]),
+            *self.authority.routes(),
             Route("/_sandbox/tokens/expire", self.expire_endpoint, methods=["POST"]),
             Route(TOKEN, self.token_endpoint, methods=["GET", "POST"]),
             Route(MATCH, self._api(MATCH, self.match), methods=["POST"]),
@@ -316,7 +312,7 @@ class BaiduSimulator:
             raise BaiduApiError(222360, "name or id number illegal") from None
 
     def _record(self, id_number: str, name: str) -> Person:
-        person = self.persons.get(id_number)
+        person = self.authority.persons.get(id_number)
         if person is None:
             raise BaiduApiError(222354, "id number not exist")
         if person.name != name:
@@ -325,15 +321,7 @@ class BaiduSimulator:
 
     # ------------------------------------------------------------------ overrides
     def _take_override(self, *, face: bool) -> Override | None:
-        if not self.overrides:
-            return None
-        head = self.overrides[0]
-        if not face and head.outcome in ("no_face", "liveness_failed"):
-            return None
-        head.count -= 1
-        if head.count <= 0:
-            self.overrides.pop(0)
-        return head
+        return self.authority.take(lambda outcome: face or outcome not in FACE_OUTCOMES)
 
     async def _apply(self, override: Override | None) -> str | None:
         """The outcome to force, after honouring a timeout override (answer later, or a 504 at once)."""
@@ -413,51 +401,11 @@ class BaiduSimulator:
         return None
 
     # ------------------------------------------------------------------ control routes
-    async def persons_endpoint(self, request: Request) -> Response:
-        if request.method == "DELETE":
-            self.persons.clear()
-            return json_response({"persons": 0})
-        spec = await _json_object(request)
-        usage = 'JSON {"name": ..., "id_number": ..., "photo": "<base64>"?} expected'
-        if spec is None or not isinstance(spec.get("name"), str) or not isinstance(spec.get("id_number"), str):
-            return _bad(usage)
-        try:
-            id_number = parse_id_number(spec["id_number"]).value
-            name = parse_name(spec["name"])
-        except InvalidIdentity as exc:
-            return _bad(exc.message)
-        photo = spec.get("photo")
-        raw: bytes | None = None
-        if photo is not None:
-            try:
-                raw = base64.b64decode(photo, validate=True) if isinstance(photo, str) else None
-            except (binascii.Error, ValueError):
-                raw = None
-            if not raw:
-                return _bad("photo must be non-empty Base64")
-        self.persons[id_number] = Person(name, raw)
-        return json_response({"persons": len(self.persons), "photo": raw is not None})
-
-    async def next_endpoint(self, request: Request) -> Response:
-        if request.method == "POST":
-            spec = await _json_object(request)
-            problem = _override_problem(spec)
-            if problem is not None:
-                return _bad(problem)
-            assert spec is not None
-            seconds = spec.get("seconds")
-            self.overrides.append(Override(spec["outcome"], spec.get("count", 1),
-                                           float(seconds) if seconds is not None else None))
-        elif request.method == "DELETE":
-            self.overrides.clear()
-        return json_response({"next": [{"outcome": o.outcome, "count": o.count, "seconds": o.seconds}
-                                       for o in self.overrides]})
-
     async def expire_endpoint(self, request: Request) -> Response:
         raw = await request.body()
-        spec = await _json_object(request) if raw.strip() else {}
+        spec = await read_json_object(request) if raw.strip() else {}
         if spec is None or set(spec) - {"revoke"} or not isinstance(spec.get("revoke", False), bool):
-            return _bad('an empty body or JSON {"revoke": true|false} expected')
+            return param_error('an empty body or JSON {"revoke": true|false} expected')
         count = len(self.tokens)
         if spec.get("revoke"):
             self.tokens.clear()
@@ -473,32 +421,3 @@ class _Late(Exception):
     def __init__(self, response: Response) -> None:
         super().__init__("late")
         self.response = response
-
-
-def _bad(message: str) -> Response:
-    return json_response({"code": "PARAM_ERROR", "message": message}, 400)
-
-
-async def _json_object(request: Request) -> dict[str, Any] | None:
-    try:
-        data = json.loads(await request.body())
-    except (UnicodeDecodeError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _override_problem(spec: Mapping[str, Any] | None) -> str | None:
-    if spec is None:
-        return 'JSON {"outcome": ..., "count"?: n, "seconds"?: s} expected'
-    unknown = set(spec) - {"outcome", "count", "seconds"}
-    if unknown:
-        return f"unknown fields: {sorted(unknown)}"
-    if spec.get("outcome") not in OUTCOMES:
-        return f"outcome must be one of {', '.join(OUTCOMES)}"
-    count = spec.get("count", 1)
-    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-        return "count must be a positive integer"
-    seconds = spec.get("seconds")
-    if seconds is not None and (not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0):
-        return "seconds must be a non-negative number"
-    return None

@@ -47,15 +47,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from minigate.providers.unisound import signing
-from minigate.simulators._core import (
-    Clock,
-    CredentialStore,
-    Deliverer,
-    Faults,
-    fault_routes,
-    json_response,
-    read_json_object,
-)
+from minigate.simulators._core import Clock, CredentialStore, Deliverer, Faults, fault_routes, json_response
+from minigate.simulators._identity import Authority, Override
 
 __all__ = ["CODES", "CREDENTIAL_FIELDS", "NEXT_OUTCOMES", "SAME_VOICE_SCORE", "UnisoundSimulator", "VprError",
            "create_credentials"]
@@ -116,13 +109,6 @@ class Group:
     features: dict[str, Feature] = field(default_factory=dict)
 
 
-@dataclass
-class NextOverride:
-    outcome: str
-    count: int
-    seconds: float = 0.0
-
-
 @dataclass(frozen=True, slots=True)
 class Audio:
     digest: bytes
@@ -146,7 +132,8 @@ class UnisoundSimulator:
         self.audio_formats: tuple[str, ...] = ("pcm", "mp3", "opus", "adpcm")
         self.sample_rates: tuple[int, ...] = (16000, 8000)
         self.groups: dict[str, Group] = {}
-        self.overrides: list[NextOverride] = []
+        #: the override queue (``timeout`` without ``seconds`` holds 0 s); Unisound keeps no persons
+        self.authority = Authority(NEXT_OUTCOMES, default_seconds=0.0)
         self._nonces: dict[str, float] = {}
         self.handlers: dict[str, Handler] = {
             "createGroup": self.create_group, "createFeature": self.create_feature,
@@ -154,8 +141,11 @@ class UnisoundSimulator:
             "findFeatureListByGroupId": self.list_features,
         }
         routes = [Route(f"/vpr/v1/{op}", self._endpoint(op), methods=["POST"]) for op in self.handlers]
-        self.app = Starlette(routes=[*routes, *fault_routes(self.faults),
-                                     Route("/_sandbox/next", self._next, methods=["GET", "POST", "DELETE"])])
+        self.app = Starlette(routes=[*routes, *fault_routes(self.faults), *self.authority.routes(persons=False)])
+
+    @property
+    def overrides(self) -> list[Override]:
+        return self.authority.overrides
 
     def now(self) -> float:
         """The simulator's clock: the shared clock plus the ``clock_skew_seconds`` fault."""
@@ -316,9 +306,9 @@ class UnisoundSimulator:
     async def confirm_feature(self, params: Mapping[str, Any]) -> dict[str, Any]:
         feature_id = self._id(params, "featureId")
         audio = self._audio(params)
-        override = self._take_override()
+        override = self.authority.take()
         if override is not None and override.outcome == "timeout":
-            raise _Timeout(override.seconds)
+            raise _Timeout(override.seconds or 0.0)
         if audio.silent or (override is not None and override.outcome == "no_face"):
             raise VprError("no_speech")
         feature = self._group(params).features.get(feature_id)
@@ -336,43 +326,6 @@ class UnisoundSimulator:
     async def list_features(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         group = self._group(params)
         return [{"featureId": fid, "featureInfo": f.info} for fid, f in group.features.items()]
-
-    # ------------------------------------------------------------------ control
-    def _take_override(self) -> NextOverride | None:
-        if not self.overrides:
-            return None
-        first = self.overrides[0]
-        first.count -= 1
-        if first.count <= 0:
-            self.overrides.pop(0)
-        return first
-
-    async def _next(self, request: Request) -> Response:
-        if request.method == "POST":
-            problem = self.add_override(await read_json_object(request))
-            if problem is not None:
-                return json_response({"code": "PARAM_ERROR", "message": problem}, 400)
-        elif request.method == "DELETE":
-            self.overrides.clear()
-        return json_response({"next": [{"outcome": o.outcome, "count": o.count, "seconds": o.seconds}
-                                       for o in self.overrides]})
-
-    def add_override(self, spec: Mapping[str, Any] | None) -> str | None:
-        """Queue ``{"outcome", "count"?, "seconds"?}``; an error message when the spec is invalid."""
-        if spec is None:
-            return "body must be a JSON object"
-        unknown = set(spec) - {"outcome", "count", "seconds"}
-        if unknown:
-            return f"unknown fields: {sorted(unknown)}"
-        outcome, count, seconds = spec.get("outcome"), spec.get("count", 1), spec.get("seconds", 0)
-        if outcome not in NEXT_OUTCOMES:
-            return f"outcome must be one of {', '.join(NEXT_OUTCOMES)}"
-        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            return "count must be a positive integer"
-        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
-            return "seconds must be a non-negative number"
-        self.overrides.append(NextOverride(str(outcome), count, float(seconds)))
-        return None
 
 
 class _Timeout(Exception):
