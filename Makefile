@@ -46,6 +46,8 @@ bench: $(TEST_STAMP)
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy src/minigate
+	$(BIN)/python -m pip install -q pip-audit
+	$(BIN)/pip-audit --skip-editable --progress-spinner off   # known vulnerabilities in the installed dependencies
 
 clean:
 	rm -rf $(VENV) .minigate .pytest_cache

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     database_url: str = ""
     #: AES-256-GCM key material protecting personal data and stored credentials (any length; HKDF-derived).
     master_key: SecretStr = SecretStr(_DEFAULT_MASTER_KEY)
+    #: during a master-key rotation: the key being replaced, still accepted for reading wrapped data keys
+    master_key_previous: SecretStr | None = None
     #: Base URL the providers call back (notify URLs) and the console links to.
     public_url: str = "http://127.0.0.1:8000"
     host: str = "127.0.0.1"
@@ -74,6 +76,9 @@ class Settings(BaseSettings):
     paid_after_close: Literal["review", "refund"] = "review"
     redis_url: str | None = None
     database_pool_size: int = Field(default=10, ge=1)
+    #: serve HTTPS directly (PEM files); otherwise terminate TLS in front of minigate
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -100,6 +105,11 @@ class Settings(BaseSettings):
                 raise ConfigurationError("MINIGATE_MASTER_KEY must be at least 32 characters in live mode")
             if not self.database_url:
                 raise ConfigurationError("live mode needs MINIGATE_DATABASE_URL")
+            if not self.public_url.startswith("https://"):
+                # providers call back at public_url: WeChat, Alipay and JD require HTTPS notify URLs (B-6)
+                raise ConfigurationError("live mode needs an https:// MINIGATE_PUBLIC_URL (the notify URLs)")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ConfigurationError("set both MINIGATE_TLS_CERT_FILE and MINIGATE_TLS_KEY_FILE, or neither")
         return self
 
     @property

@@ -59,6 +59,19 @@ def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> 
     return event_dict
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is when a line is written (a test runner may swap and close its stream)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+_STDERR = _Stderr()
+
+
 def configure_logging(level: str = "INFO", *, json: bool = True, stream: Any = None) -> None:
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -72,7 +85,7 @@ def configure_logging(level: str = "INFO", *, json: bool = True, stream: Any = N
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream or _STDERR),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
     # httpx logs every request URL at INFO; some providers (Baidu) carry tokens and keys in the URL

@@ -2,8 +2,9 @@
 
 Each value is sealed with AES-256-GCM under a *data key* (DEK); data keys are wrapped by the master
 key (KEK, from ``MINIGATE_MASTER_KEY``) and stored in the ``data_keys`` table, so rotating the master key
-re-wraps data keys only. Lookups go through keyed hashes (HMAC-SHA256 under a key derived from the
-master key) so equality search never needs the clear text. Sealed values are self-describing:
+re-wraps data keys only (B-10). Lookups go through keyed hashes (HMAC-SHA256 under the *lookup key*, itself
+a wrapped row of ``data_keys`` with the id ``lookup``) so equality search never needs the clear text and
+survives a master-key rotation. Sealed values are self-describing:
 ``mg1.<dek id>.<base64(nonce ‖ ciphertext ‖ tag)>``; the associated data binds a value to its column.
 """
 
@@ -20,9 +21,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-__all__ = ["Vault", "VaultError", "WrappedKey"]
+__all__ = ["LOOKUP_KEY_ID", "Vault", "VaultError", "WrappedKey"]
 
 _PREFIX = "mg1"
+#: the ``data_keys`` row holding the lookup-hash key
+LOOKUP_KEY_ID = "lookup"
 
 
 class VaultError(Exception):
@@ -45,7 +48,8 @@ class Vault:
         if len(master) < 16:
             raise ValueError("master key too short")
         self._kek = AESGCM(_derive(master, b"kek"))
-        self._hash_key = _derive(master, b"lookup-hash")
+        #: until a stored lookup key is loaded: the one databases made before it was stored used
+        self._legacy_hash_key = self._hash_key = _derive(master, b"lookup-hash")
         self._deks: dict[str, AESGCM] = {}
         self._current: str | None = None
 
@@ -60,14 +64,40 @@ class Vault:
         return WrappedKey(key_id, wrapped)
 
     def load_data_key(self, wrapped: WrappedKey, *, current: bool = False) -> None:
-        raw = base64.b64decode(wrapped.wrapped)
-        try:
-            dek = self._kek.decrypt(raw[:12], raw[12:], wrapped.key_id.encode())
-        except InvalidTag as exc:
-            raise VaultError("data key cannot be unwrapped: wrong master key?") from exc
-        self._deks[wrapped.key_id] = AESGCM(dek)
+        self._deks[wrapped.key_id] = AESGCM(self._unwrap(wrapped))
         if current or self._current is None:
             self._current = wrapped.key_id
+
+    def _wrap(self, key_id: str, raw: bytes) -> WrappedKey:
+        nonce = os.urandom(12)
+        return WrappedKey(key_id, base64.b64encode(nonce + self._kek.encrypt(nonce, raw, key_id.encode())).decode())
+
+    def _unwrap(self, wrapped: WrappedKey) -> bytes:
+        raw = base64.b64decode(wrapped.wrapped)
+        try:
+            return self._kek.decrypt(raw[:12], raw[12:], wrapped.key_id.encode())
+        except InvalidTag as exc:
+            raise VaultError("data key cannot be unwrapped: wrong master key?") from exc
+
+    def can_unwrap(self, wrapped: WrappedKey) -> bool:
+        try:
+            self._unwrap(wrapped)
+        except VaultError:
+            return False
+        return True
+
+    def new_lookup_key(self, *, legacy: bool = False) -> WrappedKey:
+        """A wrapped lookup-hash key: random, or (``legacy``) the master-derived one older databases used."""
+        raw = self._legacy_hash_key if legacy else os.urandom(32)
+        self._hash_key = raw
+        return self._wrap(LOOKUP_KEY_ID, raw)
+
+    def load_lookup_key(self, wrapped: WrappedKey) -> None:
+        self._hash_key = self._unwrap(wrapped)
+
+    def rewrap(self, wrapped: WrappedKey, new: Vault) -> WrappedKey:
+        """Unwrap with this vault's master key, wrap with ``new``'s: master-key rotation touches nothing else."""
+        return new._wrap(wrapped.key_id, self._unwrap(wrapped))
 
     @property
     def ready(self) -> bool:

@@ -88,12 +88,18 @@ async def test_amount_mismatch_is_kept_on_the_order_timeline(gateway: Gateway) -
 
 async def test_live_mode_does_not_expose_the_sandbox(tmp_path: Path, sandbox_dir: Path) -> None:
     settings = load_settings(mode="live", data_dir=tmp_path, sandbox_dir=sandbox_dir, run_worker=False,
-                             database_url=f"sqlite+aiosqlite:///{tmp_path / 'live.db'}", master_key="L" * 40)
+                             database_url=f"sqlite+aiosqlite:///{tmp_path / 'live.db'}", master_key="L" * 40,
+                             public_url="https://pay.example.com")
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
             assert (await http.post("/sandbox/wechatpay/_sandbox/pay", json={"out_trade_no": "X"})).status_code == 404
-            assert (await http.get("/healthz")).status_code == 200
+            health = await http.get("/healthz")
+            assert health.status_code == 200
+            # security headers on every answer; HSTS because the public address is https
+            assert health.headers["strict-transport-security"].startswith("max-age=")
+            assert health.headers["x-frame-options"] == "DENY"
+            assert health.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
 
 
 def test_cli_set_credentials_reports_errors_without_a_traceback(tmp_path: Path) -> None:

@@ -74,7 +74,12 @@ def test_live_mode_refuses_default_or_short_secrets() -> None:
         load_settings(mode="live", database_url="postgresql://x/y", master_key="short")
     with pytest.raises(ConfigurationError):
         load_settings(mode="live", master_key="k" * 40)           # no database
-    ok = load_settings(mode="live", database_url="postgresql://x/y", master_key="k" * 40)
+    with pytest.raises(ConfigurationError, match="https"):      # B-6: notify URLs are HTTPS
+        load_settings(mode="live", database_url="postgresql://x/y", master_key="k" * 40)
+    with pytest.raises(ConfigurationError, match="both"):
+        load_settings(tls_cert_file="/tmp/cert.pem")
+    ok = load_settings(mode="live", database_url="postgresql://x/y", master_key="k" * 40,
+                       public_url="https://pay.example.com")
     assert "k" * 40 not in repr(ok)                                 # secrets mask their repr
 
 

@@ -14,13 +14,23 @@ from prometheus_client import Counter, Histogram
 from minigate import __version__
 from minigate.api import errors
 from minigate.api.limits import BodyLimitMiddleware
-from minigate.api.routes import exceptions, identity, misc, orders, reconciliation, sms
+from minigate.api.routes import audit, exceptions, identity, misc, orders, reconciliation, sms
 from minigate.config import Settings
 from minigate.services.runtime import Runtime
 from minigate.services.worker import Worker
 from minigate.store.migrate import upgrade
 
 __all__ = ["create_app"]
+
+#: on every response (the interactive docs pages get no Content-Security-Policy: they load their own scripts)
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
 
 REQUESTS = Counter("minigate_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("minigate_http_request_seconds", "HTTP request latency", ["method", "route"])
@@ -59,6 +69,10 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, migrate: b
     app.include_router(reconciliation.router)
     app.include_router(sms.router)
     app.include_router(identity.router)
+    app.include_router(audit.router)
+
+    # HSTS when minigate serves TLS itself or is published at an https address
+    hsts = settings.tls_cert_file is not None or settings.public_url.startswith("https://")
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -68,8 +82,12 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, migrate: b
         name = getattr(route, "path", "unmatched")
         REQUESTS.labels(request.method, name, str(response.status_code)).inc()
         LATENCY.labels(request.method, name).observe(time.perf_counter() - started)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Cache-Control", "no-store")
+        for header, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(header, value)
+        if not request.url.path.startswith(("/docs", "/redoc")):
+            response.headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+        if hsts:
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
         return response
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -22,7 +22,62 @@ def error_body(type_: str, code: str, message: str, **extra: Any) -> dict[str, A
                       **{k: v for k, v in extra.items() if v is not None}}}
 
 
+#: the error answers of every /v1 operation (docs/errors.md), described in the OpenAPI document
+ERROR_RESPONSES: dict[str, str] = {
+    "400": "invalid request (parameter_invalid, invalid_json, amount_invalid, ...)",
+    "401": "missing, invalid or disabled API key",
+    "402": "the provider declined the operation (provider_declined)",
+    "403": "not allowed (e.g. consent_required)",
+    "404": "no such object for this app and mode (resource_missing), or no such route",
+    "405": "wrong HTTP method",
+    "409": "conflict (order_exists, order_already_paid, idempotency_key_in_use, ...)",
+    "413": "body too large",
+    "415": "body sent with a content type other than JSON",
+    "422": "Idempotency-Key reused with a different request",
+    "429": "a limit was reached",
+    "500": "configuration_error or internal_error",
+    "502": "the provider rejected minigate's credentials (provider_auth_failed)",
+    "503": "outcome unknown or provider unavailable (retryable)",
+}
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["error"],
+    "properties": {"error": {
+        "type": "object", "required": ["type", "code", "message"],
+        "properties": {"type": {"type": "string", "enum": ["invalid_request_error", "provider_error", "api_error"]},
+                       "code": {"type": "string"}, "message": {"type": "string"},
+                       "param": {"type": "string"}}}},
+}
+
+
+def _document_errors(app: FastAPI) -> None:
+    """The OpenAPI document declares the one error shape and the statuses of docs/errors.md for each /v1
+    operation, instead of FastAPI's default 422 ``HTTPValidationError`` (never sent: invalid input is a 400)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        if "Error" in components:
+            return schema
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        components["Error"] = ERROR_SCHEMA
+        error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        for path, operations in schema.get("paths", {}).items():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                responses.pop("422", None)
+                if path.startswith("/v1/"):
+                    for status, description in ERROR_RESPONSES.items():
+                        responses[status] = {"description": description, **error}
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
+    _document_errors(app)
+
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(error_body("invalid_request_error" if exc.http_status < 500 else "api_error",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 
@@ -46,3 +49,7 @@ class AlipayLogin(_Body):
 
 class WeChatLogin(_Body):
     code: StrictStr = Field(description="the code from wx.login() on the device", min_length=1, max_length=128)
+
+
+#: a Unix time in seconds as a query filter: bounded to what a datetime holds (else a 400, not a 500)
+UnixTime = Annotated[int | None, Query(ge=0, le=253402300799, description="Unix time, seconds")]

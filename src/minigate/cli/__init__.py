@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -28,10 +27,13 @@ app.add_typer(webhooks_app, name="webhooks")
 
 
 def _register_subcommands() -> None:
-    from minigate.cli import reconcile, sandbox, sms
+    from minigate.cli import audit, keys, privacy, reconcile, sandbox, sms
 
     app.add_typer(sandbox.app, name="sandbox", help="The provider simulators, on their own.")
     app.add_typer(sms.app, name="sms", help="SMS: send a templated message as an operator, show a message.")
+    app.add_typer(privacy.app, name="privacy", help="Personal information: the data inventory.")
+    app.add_typer(keys.app, name="keys", help="Keys: fingerprints, checks, master-key rotation.")
+    app.add_typer(audit.app, name="audit", help="The audit trail: verify the chain, export it, purge.")
     app.command("reconcile")(reconcile.reconcile)
 
 
@@ -53,7 +55,8 @@ def serve(host: Annotated[str | None, typer.Option(help="interface to listen on"
         settings = _settings(port=settings.port, host=settings.host,
                              public_url=f"http://127.0.0.1:{settings.port}")
     first = asyncio.run(_first_run(settings))
-    base = f"http://{settings.host}:{settings.port}"
+    scheme = "https" if settings.tls_cert_file else "http"
+    base = f"{scheme}://{settings.host}:{settings.port}"
     typer.echo(f"minigate gateway on {base}  (mode: {settings.mode}; "
                f"database: {settings.effective_database_url.split('@')[-1]})")
     if first is not None:
@@ -68,8 +71,11 @@ def serve(host: Annotated[str | None, typer.Option(help="interface to listen on"
     curl -s {base}/sandbox/wechatpay/_sandbox/pay -d '{{"out_trade_no":"<out_trade_no from above>"}}'
   API docs: {base}/docs   ·   more apps: minigate apps create NAME   ·   full tour: minigate demo
 """)
+    tls: dict[str, Any] = {}
+    if settings.tls_cert_file and settings.tls_key_file:
+        tls = {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file)}
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                proxy_headers=False)
+                proxy_headers=False, **tls)
 
 
 @app.command()
@@ -210,7 +216,7 @@ async def _runtime() -> Runtime:
 
     settings = _settings()
     # commands print their result on stdout; their log lines go to stderr
-    configure_logging(settings.log_level, json=settings.log_json, stream=sys.stderr)
+    configure_logging(settings.log_level, json=settings.log_json)
     rt = Runtime(settings)
     await upgrade(rt.db.engine)
     await rt.start()

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from minigate.errors import AuthenticationFailed, InvalidRequest, NotFound
 from minigate.providers import registry
 from minigate.providers.wechat.config import WeChatMiniProgramConfig
+from minigate.services import audit
 from minigate.services.ids import new_id
 from minigate.services.runtime import Runtime
 from minigate.store.tables import ApiKey, App, AppCredential
@@ -72,6 +73,8 @@ async def create_app(rt: Runtime, *, name: str) -> CreatedApp:
         for mode, key in keys.items():
             session.add(ApiKey(id=new_id("key"), app_id=app.id, mode=mode, digest=_digest(key),
                                hint=f"{key[:8]}…{key[-4:]}", created_at=now, revoked_at=None))
+        await audit.record(session, rt, action="app.created", app_id=app.id, target=app.id,
+                           details={"app_name": app.name}, fallback_actor="cli")
     return CreatedApp(id=app.id, name=app.name, test_key=keys["test"], live_key=keys["live"])
 
 
@@ -82,15 +85,19 @@ async def authenticate(rt: Runtime, authorization: str | None) -> AppContext:
     scheme, _, key = authorization.partition(" ")
     key = key.strip()
     if scheme.lower() != "bearer" or not key.startswith(("mg_test_", "mg_live_")):
+        await audit.record_auth_failure(rt, "malformed_api_key")
         raise AuthenticationFailed("malformed API key", code="invalid_api_key")
     digest = _digest(key)
     async with rt.db.read() as session:
         row = (await session.execute(select(ApiKey).where(ApiKey.digest == digest))).scalar_one_or_none()
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.digest, digest):
+        await audit.record_auth_failure(rt, "revoked_api_key" if row else "unknown_api_key", key=row)
         raise AuthenticationFailed("invalid API key", code="invalid_api_key")
     if row.mode == "live" and rt.settings.mode != "live":
+        await audit.record_auth_failure(rt, "live_mode_disabled", key=row)
         raise AuthenticationFailed("live keys are refused: this gateway runs in test mode (MINIGATE_MODE=test)",
                                    code="live_mode_disabled")
+    audit.bind_api_key(row.id)
     return AppContext(app_id=row.app_id, mode=row.mode)
 
 
@@ -140,6 +147,8 @@ async def set_credentials(rt: Runtime, *, app_id: str, mode: str, provider: str,
             else:
                 row.sealed_config = value
                 row.updated_at = rt.now()
+        await audit.record(session, rt, action="credentials.set", app_id=app_id, mode=mode, target=provider,
+                           details={"providers": sorted(sealed)}, fallback_actor="cli")
     for name in sealed:
         rt.forget_provider(app_id, mode, name)
     return sorted(sealed)

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from minigate.services import audit
 from minigate.services.apps import AppContext
 from minigate.services.runtime import Runtime
 from minigate.store.tables import ConsentRecord
@@ -29,6 +30,9 @@ async def _add(rt: Runtime, ctx: AppContext, subject_hash: str, purpose: str, ac
                         created_at=rt.now())
     async with rt.db.transaction() as session:
         session.add(row)
+        await audit.record(session, rt, action="consent.changed", app_id=ctx.app_id, mode=ctx.mode, target=subject_hash,
+                           details={"purpose": purpose, "change": action, "source": source,
+                                    "text_version": text_version}, actor=audit.actor_for(source))
     return row
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from minigate.errors import InvalidRequest, NotFound
+from minigate.services import audit
 from minigate.services.apps import AppContext
 from minigate.services.ids import new_id
 from minigate.services.runtime import Runtime
@@ -157,6 +158,9 @@ async def redeliver(rt: Runtime, *, event: Event, endpoint_ids: list[str] | None
                                             status="pending", attempts=0, next_attempt_at=now, created_at=now))
             else:
                 row.status, row.next_attempt_at, row.created_at, row.locked_until = "pending", now, now, None
+        await audit.record(session, rt, action="webhook.redelivered", app_id=event.app_id, mode=event.mode,
+                           target=event.id, details={"endpoints": sorted(e.id for e in endpoints)},
+                           fallback_actor="cli")
         return len(endpoints)
 
 

@@ -31,7 +31,7 @@ from minigate.identity import InvalidIdentity, mask_id_number, mask_name, parse_
 from minigate.logging import get_logger
 from minigate.providers import registry
 from minigate.providers.bases.identity import FaceImage, Outcome, PersonId, Verdict, VoiceSample
-from minigate.services import consents
+from minigate.services import audit, consents
 from minigate.services.apps import AppContext
 from minigate.services.ids import new_id
 from minigate.services.runtime import Runtime
@@ -435,6 +435,8 @@ async def export_subject(rt: Runtime, ctx: AppContext, *, id_number: str | None 
         consent_rows = list((await session.execute(select(ConsentRecord).where(
             ConsentRecord.app_id == ctx.app_id, ConsentRecord.mode == ctx.mode,
             ConsentRecord.subject_hash == key).order_by(ConsentRecord.id))).scalars())
+    await audit.record_now(rt, action="identity.exported", app_id=ctx.app_id, mode=ctx.mode, target=key,
+                           details={"verifications": len(rows), "consents": len(consent_rows)})
     items = []
     for row in rows:
         item = verification_view(row)
@@ -461,5 +463,7 @@ async def erase_subject(rt: Runtime, ctx: AppContext, *, id_number: str | None =
         session.add(DeletionRecord(app_id=ctx.app_id, mode=ctx.mode, reason="subject_erasure",
                                    data_class="identity.verifications", subject_hash=key, count=len(gone),
                                    created_at=now))
+        await audit.record(session, rt, action="identity.erased", app_id=ctx.app_id, mode=ctx.mode, target=key,
+                           details={"verifications": len(gone)})
     log.info("identity data erased", app_id=ctx.app_id, verifications=len(gone))
     return {"object": "identity_erasure", "deleted_verifications": len(gone), "at": int(now.timestamp())}

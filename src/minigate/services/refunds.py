@@ -16,7 +16,7 @@ from minigate.domain.orders import refund_can_transition
 from minigate.domain.results import ProviderResult, RefundState, RefundStatus
 from minigate.errors import InvalidRequest, NotFound
 from minigate.providers.bases.payment import RefundRequest
-from minigate.services import events
+from minigate.services import audit, events
 from minigate.services.apps import AppContext
 from minigate.services.idempotency import Idem, Response
 from minigate.services.ids import new_id, new_out_no
@@ -94,6 +94,8 @@ async def reserve_refund(rt: Runtime, session: AsyncSession, order: Order, *, am
     order.version += 1
     await session.flush()
     record(session, order, "refund.created", source=source, now=now, refund_id=refund.id, data={"amount": wanted})
+    await audit.record(session, rt, action="refund.created", app_id=order.app_id, mode=order.mode, target=refund.id,
+                       details={"order": order.id, "amount": wanted, "source": source}, actor=audit.actor_for(source))
     return refund
 
 

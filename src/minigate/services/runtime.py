@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from minigate.config import Settings
 from minigate.errors import ConfigurationError, NotFound
@@ -24,7 +25,7 @@ from minigate.providers.wechat.config import WeChatMiniProgramConfig
 from minigate.providers.wechat.login import WeChatMiniProgramClient
 from minigate.store.db import Database
 from minigate.store.tables import AppCredential, DataKey
-from minigate.vault import Vault, WrappedKey
+from minigate.vault import LOOKUP_KEY_ID, Vault, WrappedKey
 
 __all__ = ["CHANNELS", "CREDENTIALS_RECHECK_SECONDS", "Runtime"]
 
@@ -106,15 +107,40 @@ class Runtime:
             self._provider_client = httpx.AsyncClient(transport=transport, timeout=10.0)
 
     async def _load_data_keys(self) -> None:
+        """Unwrap the data keys and the lookup key (made on first start). During a master-key rotation
+        (``MINIGATE_MASTER_KEY_PREVIOUS`` set) rows still wrapped by the previous key are read with it."""
+        try:
+            await self._load_data_keys_once()
+        except IntegrityError:        # another process made the first keys at the same moment: read theirs
+            await self._load_data_keys_once()
+
+    async def _load_data_keys_once(self) -> None:
+        previous = (Vault(self.settings.master_key_previous.get_secret_value())
+                    if self.settings.master_key_previous else None)
         async with self.db.transaction() as session:
             rows = (await session.execute(select(DataKey).order_by(DataKey.created_at))).scalars().all()
-            if not rows:
+            lookup = next((r for r in rows if r.id == LOOKUP_KEY_ID), None)
+            deks = [r for r in rows if r.id != LOOKUP_KEY_ID]
+            if lookup is None:   # a new database gets a random key; an older one keeps the key it hashed with
+                wrapped = self.vault.new_lookup_key(legacy=bool(deks))
+                session.add(DataKey(id=wrapped.key_id, wrapped=wrapped.wrapped, active=False,
+                                    created_at=self.now()))
+            else:
+                self.vault.load_lookup_key(self._readable(previous, WrappedKey(lookup.id, lookup.wrapped)))
+            if not deks:
                 wrapped = self.vault.new_data_key()
                 session.add(DataKey(id=wrapped.key_id, wrapped=wrapped.wrapped, active=True,
                                     created_at=self.now()))
                 return
-            for row in rows:
-                self.vault.load_data_key(WrappedKey(row.id, row.wrapped), current=row.active)
+            for row in deks:
+                key = self._readable(previous, WrappedKey(row.id, row.wrapped))
+                self.vault.load_data_key(key, current=row.active)
+
+    def _readable(self, previous: Vault | None, key: WrappedKey) -> WrappedKey:
+        """``key`` as the current master key can unwrap it (re-wrapped in memory from the previous key)."""
+        if self.vault.can_unwrap(key) or previous is None:
+            return key
+        return previous.rewrap(key, self.vault)
 
     # -- providers --------------------------------------------------------------------------------
     @property

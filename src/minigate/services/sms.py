@@ -51,7 +51,7 @@ from minigate.money import fen_to_yuan
 from minigate.phones import InvalidPhone, Phone, mask_phone, parse_phone
 from minigate.providers.bases.payment import NotificationReply
 from minigate.providers.bases.sms import DeliveryState, SmsProvider, SmsRequest, TemplateMapping
-from minigate.services import consents, sms_settings
+from minigate.services import audit, consents, sms_settings
 from minigate.services.apps import AppContext
 from minigate.services.ids import new_id
 from minigate.services.limiter import Check, per_day
@@ -233,6 +233,10 @@ async def send_message(rt: Runtime, ctx: AppContext, *, phone_raw: str, template
         session.add(message)
         await record_decision(rt, ctx, action="send_message", outcome="allowed", reason="ok", phone=phone,
                               session=session)
+        if source == "cli":
+            await audit.record(session, rt, action="sms.sent_by_operator", app_id=ctx.app_id, mode=ctx.mode,
+                               target=message.id, details={"template": template.name, "kind": template.kind},
+                               actor="cli")
     return await deliver(rt, message.id)
 
 

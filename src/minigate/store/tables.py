@@ -546,3 +546,43 @@ class DeletionRecord(Base):
     count: Mapped[int] = mapped_column(Integer)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime]
+
+
+class AuditEntry(Base):
+    """The audit trail (B-15, C-11): append-only and hash-chained. ``mac`` is HMAC-SHA256, under the chain key
+    (protected by the master key), of ``prev_mac`` followed by the canonical JSON of the entry (see
+    :mod:`minigate.services.audit`), so an edited, removed, reordered or inserted entry breaks the chain."""
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (
+        Index("ix_audit_entries_app", "app_id", "mode", "seq"),
+        Index("ix_audit_entries_at", "at"),
+    )
+    #: 1, 2, 3… with no gaps: appends are serialised by the lock on ``audit_head``
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime]
+    app_id: Mapped[str | None] = mapped_column(String(40))
+    mode: Mapped[str | None] = mapped_column(String(8))
+    #: key:<api key id> | cli | worker | system
+    actor: Mapped[str] = mapped_column(String(48))
+    action: Mapped[str] = mapped_column(String(48))
+    target: Mapped[str | None] = mapped_column(String(80))
+    #: identifiers, counts and reasons only: never secrets or clear personal data
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    prev_mac: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditHead(Base):
+    """One row (id 1): the end of the audit chain, locked by every append so the chain never forks; the
+    checkpoint left by retention purges (the last purged entry's sequence number and mac); and the chain's
+    HMAC key, random and sealed by the vault (so it survives a master-key rotation)."""
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    mac: Mapped[str] = mapped_column(String(64))
+    purged_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    purged_mac: Mapped[str] = mapped_column(String(64))
+    key_sealed: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime | None]

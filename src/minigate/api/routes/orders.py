@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from minigate.api.deps import AppDep, IdempotencyKeyDep, RuntimeDep
-from minigate.api.schemas import OrderCreate, RefundCreate
+from minigate.api.schemas import OrderCreate, RefundCreate, UnixTime
 from minigate.services import orders, refunds
 from minigate.services.idempotency import Idem, Response, run_idempotent
 
@@ -40,7 +40,7 @@ async def list_orders(rt: RuntimeDep, ctx: AppDep,
                       starting_after: str | None = None, status: str | None = None, channel: str | None = None,
                       merchant_order_no: str | None = None,
                       payer_openid: Annotated[str | None, Query(max_length=128)] = None,
-                      created_gte: int | None = None, created_lt: int | None = None) -> dict[str, Any]:
+                      created_gte: UnixTime = None, created_lt: UnixTime = None) -> dict[str, Any]:
     rows, has_more = await orders.list_orders(rt, ctx, limit=limit, starting_after=starting_after,
                                               status=status, channel=channel,
                                               merchant_order_no=merchant_order_no, payer=payer_openid,

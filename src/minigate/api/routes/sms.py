@@ -10,7 +10,7 @@ from pydantic import Field, StrictStr
 
 from minigate.api.deps import AppDep, IdempotencyKeyDep, JsonObjectDep, RuntimeDep
 from minigate.api.errors import error_body
-from minigate.api.schemas import _Body
+from minigate.api.schemas import UnixTime, _Body
 from minigate.errors import InvalidRequest, NotificationRejected
 from minigate.logging import get_logger
 from minigate.services import consents, otp, sms, sms_settings
@@ -72,7 +72,7 @@ async def create_message(body: MessageCreate, request: Request, rt: RuntimeDep, 
 async def list_messages(rt: RuntimeDep, ctx: AppDep, limit: Annotated[int, Query(ge=1, le=100)] = 20,
                         starting_after: str | None = None, status: str | None = None, kind: str | None = None,
                         template: str | None = None, phone: Annotated[str | None, Query(max_length=32)] = None,
-                        created_gte: int | None = None, created_lt: int | None = None) -> dict[str, Any]:
+                        created_gte: UnixTime = None, created_lt: UnixTime = None) -> dict[str, Any]:
     rows, has_more = await sms.list_messages(rt, ctx, limit=limit, starting_after=starting_after, status=status,
                                              kind=kind, template=template, phone=phone, created_gte=created_gte,
                                              created_lt=created_lt)
