@@ -22,8 +22,8 @@ from minigate.providers.aliyun_sms.codes import BUSINESS_CODES, DEFAULT_CODE_TAB
 from minigate.providers.aliyun_sms.config import LIVE_BASE_URL, AliyunSmsConfig
 from minigate.providers.aliyun_sms.provider import AliyunSmsProvider, wire_phone
 from minigate.providers.bases.sms import DeliveryState, SmsRequest
-from minigate.providers.registry import SandboxContext
 from minigate.simulators import Sandbox
+from tests.providers import sandboxed
 
 NOW = 1704067200.0                          # 2024-01-01 08:00:00 Beijing
 BEIJING = dt.timezone(dt.timedelta(hours=8))
@@ -272,14 +272,8 @@ def test_config() -> None:
 # ------------------------------------------------------------------ against the simulator
 @pytest.fixture
 async def sandbox(tmp_path: Path) -> AsyncIterator[tuple[Sandbox, httpx.AsyncClient, dict[str, Any]]]:
-    box = Sandbox(tmp_path, time_scale=0.0)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=box.app), base_url="http://sandbox") as client:
-        spec = registry.sms_spec("aliyun-sms")
-        assert spec is not None
-        cfg = spec.sandbox(SandboxContext(credentials=box.credentials, base_url="http://sandbox",
-                                          browser_url="http://sandbox"))
-        yield box, client, cfg
-    await box.aclose()
+    async with sandboxed(tmp_path, registry.sms_spec("aliyun-sms")) as env:
+        yield env
 
 
 def sim_request(cfg: dict[str, Any], message_id: str, phone: str = "+8613800138000", **extra: Any) -> SmsRequest:

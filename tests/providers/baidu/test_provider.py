@@ -30,8 +30,8 @@ from minigate.providers.baidu.codes import (
 from minigate.providers.baidu.config import LIVE_BASE_URL, BaiduFaceConfig
 from minigate.providers.baidu.provider import BaiduFaceProvider
 from minigate.providers.bases.identity import FaceImage, Outcome, PersonId, VoiceSample
-from minigate.providers.registry import SandboxContext
 from minigate.simulators import Sandbox
+from tests.providers import sandboxed
 
 API_KEY = "ApiKeyExample00000000000"
 SECRET = "SecretKeyExample0000000000000000"
@@ -424,12 +424,9 @@ def test_config_rules() -> None:
 # ------------------------------------------------------------------ against the simulator
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[tuple[Sandbox, httpx.AsyncClient, BaiduFaceProvider]]:
-    sandbox = Sandbox(tmp_path, time_scale=0.0)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sandbox.app), base_url="http://sandbox") as http:
-        spec = registry.identity_spec("baidu")
-        assert spec is not None
-        config = spec.sandbox(SandboxContext(credentials=sandbox.credentials, base_url="http://sandbox",
-                                             browser_url="http://sandbox"))
+    spec = registry.identity_spec("baidu")
+    assert spec is not None
+    async with sandboxed(tmp_path, spec) as (sandbox, http, config):
         creds = sandbox.credentials("baidu")
         assert config == {"api_key": creds["api_key"], "secret_key": creds["secret_key"],
                           "app_id": creds["app_id"], "base_url": "http://sandbox/baidu"}
@@ -439,7 +436,6 @@ async def env(tmp_path: Path) -> AsyncIterator[tuple[Sandbox, httpx.AsyncClient,
                                                                       "id_number": PERSON.id_number, "photo": PHOTO})
         assert registered.status_code == 200
         yield sandbox, http, p
-    await sandbox.aclose()
 
 
 async def test_sandbox_verdicts(env: Any) -> None:

@@ -17,7 +17,6 @@ from minigate.domain.results import StandardCode
 from minigate.errors import OperationNotSupported, ProviderTimeout, ProviderUnavailable
 from minigate.providers import registry
 from minigate.providers.bases.identity import FaceImage, Outcome, PersonId
-from minigate.providers.registry import SandboxContext
 from minigate.providers.tencentcloud import signing
 from minigate.providers.tencentcloud.codes import DEFAULT_ERROR_MAPPER, FACEID_ERROR_MAPPER, SMS_CODES
 from minigate.providers.tencentcloud.faceid import (
@@ -26,6 +25,7 @@ from minigate.providers.tencentcloud.faceid import (
     TencentFaceIdProvider,
 )
 from minigate.simulators import Sandbox
+from tests.providers import sandboxed
 
 NOW = 1700000000
 NAME, ID = "张三", "11010519491231002X"
@@ -290,14 +290,8 @@ def test_config_rules() -> None:
 # ------------------------------------------------------------------ against the simulator
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[tuple[Sandbox, httpx.AsyncClient, dict[str, Any]]]:
-    sandbox = Sandbox(tmp_path, time_scale=0.0)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sandbox.app), base_url="http://sandbox") as http:
-        spec = registry.identity_spec("tencent-faceid")
-        assert spec is not None
-        config = spec.sandbox(SandboxContext(credentials=sandbox.credentials, base_url="http://sandbox",
-                                             browser_url="http://sandbox"))
-        yield sandbox, http, config
-    await sandbox.aclose()
+    async with sandboxed(tmp_path, registry.identity_spec("tencent-faceid")) as env:
+        yield env
 
 
 def build(env: tuple[Sandbox, httpx.AsyncClient, dict[str, Any]], **override: Any) -> TencentFaceIdProvider:

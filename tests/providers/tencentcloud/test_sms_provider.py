@@ -18,12 +18,12 @@ from minigate.domain.results import StandardCode
 from minigate.errors import OperationNotSupported, OutcomeUnknown, ProviderTimeout, ProviderUnavailable
 from minigate.providers import registry
 from minigate.providers.bases.sms import DeliveryState, SmsRequest
-from minigate.providers.registry import SandboxContext
 from minigate.providers.tencentcloud import signing
 from minigate.providers.tencentcloud.codes import DEFAULT_ERROR_MAPPER, ErrorMapper
 from minigate.providers.tencentcloud.config import LIVE_BASE_URL, TencentSmsConfig
 from minigate.providers.tencentcloud.sms import TencentSmsProvider
 from minigate.simulators import Sandbox
+from tests.providers import sandboxed
 
 NOW = 1700000000
 PHONE = "+8613800138000"
@@ -214,14 +214,8 @@ def test_config_rules() -> None:
 # ------------------------------------------------------------------ against the simulator
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[tuple[Sandbox, httpx.AsyncClient, dict[str, Any]]]:
-    sandbox = Sandbox(tmp_path, time_scale=0.0)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sandbox.app), base_url="http://sandbox") as http:
-        spec = registry.sms_spec("tencentcloud")
-        assert spec is not None
-        config = spec.sandbox(SandboxContext(credentials=sandbox.credentials, base_url="http://sandbox",
-                                             browser_url="http://sandbox"))
-        yield sandbox, http, config
-    await sandbox.aclose()
+    async with sandboxed(tmp_path, registry.sms_spec("tencentcloud")) as env:
+        yield env
 
 
 def build(env: tuple[Sandbox, httpx.AsyncClient, dict[str, Any]], **override: Any) -> TencentSmsProvider:

@@ -17,12 +17,12 @@ from minigate.domain.results import StandardCode
 from minigate.errors import OperationNotSupported, OutcomeUnknown, ProviderUnavailable
 from minigate.providers import registry
 from minigate.providers.bases.identity import FaceImage, Outcome, PersonId, VoiceSample
-from minigate.providers.registry import SandboxContext
 from minigate.providers.unisound import signing
 from minigate.providers.unisound.codes import DEFAULT_CODES, CodeTable, Meaning
 from minigate.providers.unisound.config import LIVE_BASE_URL, UnisoundConfig
 from minigate.providers.unisound.provider import NO_SPEECH_REASON, UnisoundVoiceprintProvider
 from minigate.simulators import Sandbox
+from tests.providers import sandboxed
 
 NOW = 1585047674.022
 CONFIG = {"appkey": "appkeyX", "secret": "secretY", "group_id": "shop-1"}
@@ -312,14 +312,8 @@ def test_config() -> None:
 # ------------------------------------------------------------------ against the simulator
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[tuple[Sandbox, httpx.AsyncClient, dict[str, Any]]]:
-    sandbox = Sandbox(tmp_path, time_scale=0.0)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sandbox.app), base_url="http://sandbox") as http:
-        spec = registry.identity_spec("unisound")
-        assert spec is not None
-        config = spec.sandbox(SandboxContext(credentials=sandbox.credentials, base_url="http://sandbox",
-                                             browser_url="http://sandbox"))
-        yield sandbox, http, config
-    await sandbox.aclose()
+    async with sandboxed(tmp_path, registry.identity_spec("unisound")) as env:
+        yield env
 
 
 def build(http: httpx.AsyncClient, config: dict[str, Any]) -> UnisoundVoiceprintProvider:

@@ -21,11 +21,11 @@ from minigate.domain.results import StandardCode
 from minigate.errors import OutcomeUnknown, ProviderUnavailable
 from minigate.providers import registry
 from minigate.providers.bases.sms import DeliveryState, SmsProvider, SmsRequest
-from minigate.providers.registry import SandboxContext
 from minigate.providers.yunpian.codes import CODES, MESSAGES
 from minigate.providers.yunpian.config import YunpianConfig
 from minigate.providers.yunpian.provider import YunpianProvider
 from minigate.simulators.sandbox import Sandbox
+from tests.providers import sandboxed
 
 APIKEY = "0123456789abcdef0123456789abcdef"
 BASE = "https://sms.yunpian.com"
@@ -261,15 +261,9 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
         pushes.append(req)
         return httpx.Response(200, content=b"SUCCESS")
 
-    sandbox = Sandbox(tmp_path, time_scale=0.0)
-    sandbox.notify_client = httpx.AsyncClient(transport=httpx.MockTransport(receiver))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sandbox.app), base_url="http://sandbox") as http:
-        spec = registry.sms_spec("yunpian")
-        assert spec is not None
-        config = spec.sandbox(SandboxContext(credentials=sandbox.credentials, base_url="http://sandbox",
-                                             browser_url="http://sandbox"))
+    notify = httpx.AsyncClient(transport=httpx.MockTransport(receiver))
+    async with sandboxed(tmp_path, registry.sms_spec("yunpian"), notify_client=notify) as (sandbox, http, config):
         yield Env(sandbox, http, config, pushes)
-    await sandbox.aclose()
 
 
 async def test_send_reaches_the_phone_and_find_sees_it(env: Env) -> None:
