@@ -1,5 +1,6 @@
 """``python -m bench checkout|notify|replay|limit|profile|all [--full] [--db sqlite|postgres|both] [--out DIR]``;
-``python -m bench sms [--codes N] [--concurrency C] [--db ...]`` (verification codes, see :mod:`bench.sms`)."""
+``python -m bench sms [--codes N] [--concurrency C] [--db ...]`` (verification codes, see :mod:`bench.sms`);
+``python -m bench analytics [--events N] [--engines]`` (dashboard queries, see :mod:`bench.analytics`)."""
 
 from __future__ import annotations
 
@@ -106,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import sms
 
         return sms.main(args_list[1:])
+    if args_list[:1] == ["analytics"]:
+        from bench import analytics
+
+        return analytics.main(args_list[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("command", choices=["checkout", "notify", "replay", "limit", "profile", "all"])
     parser.add_argument("--full", action="store_true", help="long runs (default: quick sizes)")

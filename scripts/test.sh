@@ -28,4 +28,13 @@ if [ -z "${MINIGATE_TEST_REDIS_URL:-}" ]; then
 fi
 export MINIGATE_TEST_REDIS_URL
 
+# The mini-program SDK's own tests, on the machine's Node.js (installed from Debian when missing).
+if ! command -v node >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -q nodejs >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q nodejs >/dev/null; }
+  fi
+  command -v node >/dev/null 2>&1 || { echo "Node.js is needed for the SDK tests: install nodejs" >&2; exit 1; }
+fi
+(cd clients/miniprogram && node --test test/)
+
 $BIN/python -m pytest -p no:cacheprovider "$@"

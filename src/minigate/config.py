@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     #: Mount the sandbox (simulators and their unauthenticated control routes) under /sandbox.
     #: Default: yes in test mode, no in live mode (a production port carries no payer remote control).
     expose_sandbox: bool | None = None
+    #: The analytics store (journal + DuckDB file); processes that share it must share this directory.
+    #: Default: ``<data_dir>/analytics``.
+    analytics_dir: Path | None = None
     #: Run the background worker (webhooks, active queries) inside ``serve``.
     run_worker: bool = True
     worker_poll_seconds: float = 0.5

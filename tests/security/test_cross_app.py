@@ -125,6 +125,19 @@ async def build_victim(a: Gateway) -> Victim:
     verification = await ok(await a.http.post("/v1/identity/verifications", headers=a.auth, json={
         "kind": "id_card", "name": NAME, "id_number": ID_NUMBER, "provider": "tencent-faceid", "consent": CONSENT}))
     v.ids["verification"] = verification["id"]
+    # analytics: a publishable key, a person's events (one of them names A's paid order), settings
+    key = await ok(await a.http.post("/v1/analytics/publishable_keys", headers=a.auth))
+    v.ids["publishable_key"], v.ids["publishable_key_secret"] = key["id"], key["key"]
+    now_ms = int(a.rt.now().timestamp() * 1000)
+    batch = {"sent_at": now_ms, "events": [
+        {"id": f"victim-evt-{i:04d}", "name": name, "type": kind, "ts": now_ms, "distinct_id": "victim-device",
+         "user_id": "victim-user", "page": "pages/victim/index", "properties": {"order_id": paid["id"]}}
+        for i, (name, kind) in enumerate([("view_product", "event"), ("$pageview", "page_view"),
+                                          ("$payment_request", "event"), ("victim_only_event", "event")])]}
+    r = await a.http.post("/v1/analytics/collect", json=batch, headers={"Authorization": f"Bearer {key['key']}"})
+    assert (await ok(r))["accepted"] == 4
+    await ok(await a.http.put("/v1/analytics/settings", headers=a.auth, json={"retention_days": 99}))
+    await a.rt.analytics.flush()
     v.audit = {e["id"] for e in (await ok(await a.http.get("/v1/audit_events", headers=a.auth,
                                                             params={"limit": 100})))["data"]}
     assert v.audit
@@ -323,7 +336,93 @@ async def read_audit(b: Gateway, v: Victim) -> None:
         assert {e["id"] for e in r["data"]} & v.audit == set(), r
 
 
+async def collect_as_b(b: Gateway, v: Victim) -> None:
+    """B's secret key, A's key id or a made-up key cannot write; B's own publishable key writes into B's app."""
+    body = {"events": [{"id": "intruder-evt-0001", "name": "view_product", "ts": 1, "distinct_id": "victim-device"}]}
+    for key in (b.key, v.ids["publishable_key"], "mg_pk_test_" + "A" * 32):
+        r = await b.http.post("/v1/analytics/collect", json=body, headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 401, r.text
+    own = await ok(await b.http.post("/v1/analytics/publishable_keys", headers=b.auth))
+    body["events"][0]["ts"] = int(b.rt.now().timestamp() * 1000)
+    r = await b.http.post("/v1/analytics/collect", json=body, headers={"Authorization": f"Bearer {own['key']}"})
+    assert (await ok(r))["accepted"] == 1
+    await b.rt.analytics.flush()
+
+
+def analytics_read(path: str, params: dict[str, str] | None = None) -> Probe:
+    async def probe(b: Gateway, v: Victim) -> None:
+        r = await ok(await b.http.get(path, headers=b.auth, params=params or {}))
+        text = json.dumps(r)
+        for secret in ("victim_only_event", "pages/victim/index", v.ids["order"], v.ids["publishable_key"]):
+            assert secret not in text, (path, r)
+    return probe
+
+
+async def active_users_of_b(b: Gateway, v: Victim) -> None:
+    await analytics_read("/v1/analytics/active_users")(b, v)
+    r = await ok(await b.http.get("/v1/analytics/active_users", headers=b.auth))
+    assert sum(row["active_users"] for row in r["data"]) == 1, r        # B's one device, not A's person
+
+
+async def payment_funnel_of_b(b: Gateway, v: Victim) -> None:
+    await analytics_read("/v1/analytics/payment_funnel")(b, v)
+    r = await ok(await b.http.get("/v1/analytics/payment_funnel", headers=b.auth))
+    assert {s["step"]: s["persons"] for s in r["steps"]}["payment_requested"] == 0, r
+
+
+async def funnel_of_b(b: Gateway, v: Victim) -> None:
+    """The step names are B's own words; the counts must be B's: its one view, none of A's events."""
+    r = await ok(await b.http.get("/v1/analytics/funnel", headers=b.auth,
+                                  params={"steps": "view_product,victim_only_event"}))
+    assert [s["persons"] for s in r["data"]] == [1, 0], r
+
+
+async def revoke_victim_key(b: Gateway, v: Victim) -> None:
+    missing(await b.http.delete(f"/v1/analytics/publishable_keys/{v.ids['publishable_key']}", headers=b.auth))
+
+
+async def export_victim_person(b: Gateway, v: Victim) -> None:
+    for person in ("victim-user", "victim-device"):
+        r = await ok(await b.http.get(f"/v1/analytics/persons/{person}/events", headers=b.auth))
+        assert all(e["event_id"].startswith("intruder") for e in r["events"]), r
+
+
+async def erase_victim_person(b: Gateway, v: Victim) -> None:
+    r = await ok(await b.http.delete("/v1/analytics/persons/victim-user", headers=b.auth))
+    assert r["deleted"] == 0, r
+
+
+async def pull_for_b(b: Gateway, v: Victim) -> None:
+    r = await b.http.post("/v1/analytics/pulls", headers=b.auth, json={"source": "nowhere", "date": "2026-01-01"})
+    assert r.status_code == 400, r.text
+
+
+async def analytics_settings_of_b(b: Gateway, v: Victim) -> None:
+    await ok(await b.http.put("/v1/analytics/settings", headers=b.auth, json={"retention_days": 5}))
+    r = await ok(await b.http.get("/v1/analytics/settings", headers=b.auth))
+    assert r["retention_days"] == 5, r
+
+
 PROBES: dict[tuple[str, str], Probe] = {
+    ("POST", "/v1/analytics/collect"): collect_as_b,
+    ("GET", "/v1/analytics/active_users"): active_users_of_b,
+    ("GET", "/v1/analytics/retention"): analytics_read("/v1/analytics/retention"),
+    ("GET", "/v1/analytics/funnel"): funnel_of_b,
+    ("GET", "/v1/analytics/payment_funnel"): payment_funnel_of_b,
+    ("GET", "/v1/analytics/top_events"): analytics_read("/v1/analytics/top_events"),
+    ("GET", "/v1/analytics/top_pages"): analytics_read("/v1/analytics/top_pages"),
+    ("GET", "/v1/analytics/external_metrics"): analytics_read("/v1/analytics/external_metrics",
+                                                              {"source": "wechat-datacube", "metric": "daily_visit"}),
+    ("POST", "/v1/analytics/pulls"): pull_for_b,
+    ("GET", "/v1/analytics/pulls"): analytics_read("/v1/analytics/pulls"),
+    ("GET", "/v1/analytics/forwarding"): analytics_read("/v1/analytics/forwarding"),
+    ("GET", "/v1/analytics/settings"): analytics_settings_of_b,
+    ("PUT", "/v1/analytics/settings"): analytics_settings_of_b,
+    ("POST", "/v1/analytics/publishable_keys"): analytics_read("/v1/analytics/publishable_keys"),
+    ("GET", "/v1/analytics/publishable_keys"): analytics_read("/v1/analytics/publishable_keys"),
+    ("DELETE", "/v1/analytics/publishable_keys/{key_id}"): revoke_victim_key,
+    ("GET", "/v1/analytics/persons/{person}/events"): export_victim_person,
+    ("DELETE", "/v1/analytics/persons/{person}"): erase_victim_person,
     ("GET", "/v1/audit_events"): read_audit,
     ("POST", "/v1/orders"): create_order_same_numbers,
     ("GET", "/v1/orders"): listing("/v1/orders", {"merchant_order_no": "{merchant_order_no}"},
@@ -421,6 +520,11 @@ async def test_a_second_app_can_reach_nothing_of_the_first(gateway: Gateway) -> 
     assert changed == {}, f"app B changed app A's rows: {changed}"
     assert await ok(await a.http.get("/v1/sms/settings", headers=a.auth)) == sms_before
     assert await ok(await a.http.get("/v1/identity/settings", headers=a.auth)) == ident_before
+    assert (await ok(await a.http.get("/v1/analytics/settings", headers=a.auth)))["retention_days"] == 99
+    exported = await ok(await a.http.get("/v1/analytics/persons/victim-user/events", headers=a.auth))
+    assert len(exported["events"]) == 4                # A's person survived B's erasure attempt
+    keys = (await ok(await a.http.get("/v1/analytics/publishable_keys", headers=a.auth)))["data"]
+    assert [k["revoked"] for k in keys] == [None]
     # A's own view is intact: its objects are there and its code still works (B's attempt used no try)
     assert (await ok(await a.http.get(f"/v1/orders/{victim.ids['order']}", headers=a.auth)))["status"] in (
         "paid", "partially_refunded")

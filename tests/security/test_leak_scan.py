@@ -14,9 +14,12 @@ import base64
 import io
 import json
 import re
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy import update
 
 from minigate.logging import configure_logging
 from tests.conftest import Gateway
@@ -26,8 +29,9 @@ PHONES = ("13800138091", "13900139092", "15000150093")
 NAME, ID_NUMBER, OTHER_ID = "张三", "11010519491231002X", "440524188001010014"
 OTHER_NAME = "李四"
 CONSENT = {"granted": True, "text_version": "2026-11-v1"}
-SECRET_FIELDS = re.compile(r"secret|private_key|apiv3_key|des_key|apikey|api_key")
-PROVIDERS = ("wechatpay", "alipay", "jdpay", "wechat", "aliyun-sms", "tencentcloud", "yunpian", "baidu", "unisound")
+SECRET_FIELDS = re.compile(r"secret|private_key|apiv3_key|des_key|apikey|api_key|api_security")
+PROVIDERS = ("wechatpay", "alipay", "jdpay", "wechat", "aliyun-sms", "tencentcloud", "yunpian", "baidu", "unisound",
+             "growingio", "youshu", "umeng")
 
 MOBILE = re.compile(r"(?<![0-9A-Za-z])1[3-9]\d{9}(?![0-9A-Za-z])")
 ID_LIKE = re.compile(r"(?<![0-9A-Za-z])\d{17}[0-9Xx](?![0-9A-Za-z])")
@@ -152,8 +156,36 @@ async def flow(gw: Gateway) -> dict[str, Any]:
     await gw.http.get("/v1/identity/verifications", headers=h)
     await gw.http.post("/v1/identity/subjects/export", headers=h, json={"id_number": ID_NUMBER})
     await gw.http.post("/v1/identity/subjects/erase", headers=h, json={"id_number": ID_NUMBER})
-    # webhooks go out; the lists are read
+    # analytics: events (one carrying a phone number, refused), forwarded to GrowingIO and Youshu, numbers pulled
+    await gw.http.put("/v1/analytics/settings", headers=h, json={
+        "forward": [{"provider": "growingio"}, {"provider": "youshu"}], "sources": ["wechat-datacube", "umeng"]})
     await gw.run_worker()
+    from minigate.services import analytics
+    from minigate.store.tables import AnalyticsForwardCursor
+
+    analytics.settings_section._cache.clear()
+    await gw.run_worker()
+    key = (await gw.http.post("/v1/analytics/publishable_keys", headers=h)).json()["key"]
+    now_ms = int(time.time() * 1000)
+    await gw.http.post("/v1/analytics/collect", headers={"Authorization": f"Bearer {key}"}, json={
+        "sent_at": now_ms, "events": [
+            {"id": "leak-scan-0001", "name": "view_product", "ts": now_ms, "distinct_id": "dev-leak",
+             "user_id": "u-leak", "properties": {"sku": "A1"}},
+            {"id": "leak-scan-0002", "name": "signup", "ts": now_ms, "distinct_id": "dev-leak",
+             "properties": {"note": f"call {PHONES[0]}"}}]})
+    await gw.rt.analytics.flush()
+    async with gw.rt.db.transaction() as session:
+        await session.execute(update(AnalyticsForwardCursor).values(next_attempt_at=gw.rt.now()))
+    yesterday = (datetime.now(UTC) + timedelta(hours=8)).date() - timedelta(days=1)
+    for source in ("wechat-datacube", "umeng"):
+        r = await gw.http.post("/v1/analytics/pulls", headers=h, json={"source": source, "date": yesterday.isoformat()})
+        assert r.status_code == 200 and r.json()["status"] == "done", r.text
+    # webhooks and analytics go out; the lists are read
+    await gw.run_worker()
+    forwarding = (await gw.http.get("/v1/analytics/forwarding", headers=h)).json()["data"]
+    # the client event and the server events of the payments above ($payment_verified...)
+    assert sorted(f["provider"] for f in forwarding if f["forwarded"] >= 2 and not f["failures"]) == [
+        "growingio", "youshu"], forwarding
     for path in ("/v1/events", "/v1/webhook_deliveries", "/v1/refunds", "/v1/payment_exceptions",
                  "/v1/webhook_endpoints", "/v1/audit_events"):
         await gw.http.get(path, headers=h, params={"limit": 100})

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from minigate import __version__
 from minigate.api import errors
 from minigate.api.limits import BodyLimitMiddleware
-from minigate.api.routes import audit, exceptions, identity, misc, orders, reconciliation, sms
+from minigate.api.routes import analytics, audit, exceptions, identity, misc, orders, reconciliation, sms
 from minigate.config import Settings
 from minigate.services.runtime import Runtime
 from minigate.services.worker import Worker
@@ -70,25 +71,51 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, migrate: b
     app.include_router(sms.router)
     app.include_router(identity.router)
     app.include_router(audit.router)
+    app.include_router(analytics.router)
 
     # HSTS when minigate serves TLS itself or is published at an https address
     hsts = settings.tls_cert_file is not None or settings.public_url.startswith("https://")
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route: Any = request.scope.get("route")
-        name = getattr(route, "path", "unmatched")
-        REQUESTS.labels(request.method, name, str(response.status_code)).inc()
-        LATENCY.labels(request.method, name).observe(time.perf_counter() - started)
-        for header, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(header, value)
-        if not request.url.path.startswith(("/docs", "/redoc")):
-            response.headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
-        if hsts:
-            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
-        return response
-
+    app.add_middleware(GuardMiddleware, hsts=hsts)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app
+
+
+class GuardMiddleware:
+    """Security headers on every answer, and the request metrics — as plain ASGI (no per-request task or
+    stream copy, which a decorator-style middleware costs on every call)."""
+
+    def __init__(self, app: ASGIApp, *, hsts: bool) -> None:
+        self.app = app
+        headers = {k.lower().encode(): v.encode() for k, v in SECURITY_HEADERS.items()}
+        if hsts:
+            headers[b"strict-transport-security"] = b"max-age=31536000; includeSubDomains"
+        self._headers = headers
+        self._csp = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        with_csp = not scope["path"].startswith(("/docs", "/redoc"))
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in self._headers.items() if k not in present]
+                if with_csp and self._csp[0] not in present:
+                    extra.append(self._csp)
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, guarded_send)
+        finally:
+            route: Any = scope.get("route")
+            name = getattr(route, "path", "unmatched")
+            REQUESTS.labels(scope["method"], name, str(status)).inc()
+            LATENCY.labels(scope["method"], name).observe(time.perf_counter() - started)

@@ -18,7 +18,8 @@ from pydantic import BaseModel
 
 from minigate.providers.bases.payment import PaymentProvider
 
-__all__ = ["IdentitySpec", "PaymentSpec", "SandboxContext", "ServiceSpec", "SmsSpec", "channels", "identity_spec",
+__all__ = ["AnalyticsSpec", "IdentitySpec", "analytics_forwarder_specs", "analytics_source_specs",
+           "analytics_spec", "PaymentSpec", "SandboxContext", "ServiceSpec", "SmsSpec", "channels", "identity_spec",
            "identity_specs", "payment_spec", "payment_specs", "sms_spec", "sms_specs"]
 
 
@@ -206,3 +207,40 @@ def identity_specs() -> dict[str, IdentitySpec]:
 
 def identity_spec(name: str) -> IdentitySpec | None:
     return identity_specs().get(name)
+
+
+AnalyticsSpec = ServiceSpec
+
+#: destinations minigate forwards events to (third-party group ``minigate.analytics_forwarders``)
+_BUILTIN_FORWARDERS: tuple[AnalyticsSpec, ...] = (
+    AnalyticsSpec(name="growingio", provider="minigate.providers.growingio.provider:GrowingIOForwarder",
+                  config="minigate.providers.growingio.config:GrowingIOConfig",
+                  sandbox_config="minigate.providers.growingio.config:sandbox_config"),
+    AnalyticsSpec(name="youshu", provider="minigate.providers.youshu.provider:YoushuForwarder",
+                  config="minigate.providers.youshu.config:YoushuConfig",
+                  sandbox_config="minigate.providers.youshu.config:sandbox_config"),
+)
+
+#: sources minigate pulls numbers from (third-party group ``minigate.analytics_sources``)
+_BUILTIN_SOURCES: tuple[AnalyticsSpec, ...] = (
+    AnalyticsSpec(name="wechat-datacube", provider="minigate.providers.wechat.datacube:WeChatDatacubeSource",
+                  config="minigate.providers.wechat.datacube:WeChatDatacubeConfig",
+                  sandbox_config="minigate.providers.wechat.datacube:sandbox_config"),
+    AnalyticsSpec(name="umeng", provider="minigate.providers.umeng.provider:UmengSource",
+                  config="minigate.providers.umeng.config:UmengConfig",
+                  sandbox_config="minigate.providers.umeng.config:sandbox_config"),
+)
+
+
+@functools.cache
+def analytics_forwarder_specs() -> dict[str, AnalyticsSpec]:
+    return _with_entry_points(_BUILTIN_FORWARDERS, "minigate.analytics_forwarders")
+
+
+@functools.cache
+def analytics_source_specs() -> dict[str, AnalyticsSpec]:
+    return _with_entry_points(_BUILTIN_SOURCES, "minigate.analytics_sources")
+
+
+def analytics_spec(name: str) -> AnalyticsSpec | None:
+    return analytics_forwarder_specs().get(name) or analytics_source_specs().get(name)

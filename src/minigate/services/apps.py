@@ -30,7 +30,7 @@ def _config_model(provider: str) -> Any:
     spec = registry.payment_spec(provider)
     if spec is not None:
         return spec.config_model()
-    service = registry.sms_spec(provider) or registry.identity_spec(provider)
+    service = registry.sms_spec(provider) or registry.identity_spec(provider) or registry.analytics_spec(provider)
     if service is not None:
         return service.config_model()
     return _LOGIN_MODELS.get(provider)

@@ -44,9 +44,11 @@ async def emit(session: AsyncSession, rt: Runtime, *, app_id: str, mode: str, ty
         if "*" in endpoint.enabled_events or type in endpoint.enabled_events:
             session.add(WebhookDelivery(event_id=event.id, endpoint_id=endpoint.id, app_id=app_id,
                                         status="pending", attempts=0, next_attempt_at=now, created_at=now))
+    from minigate.services.analytics import queue_server_event
     from minigate.services.sms import queue_for_event
 
     await queue_for_event(rt, session, app_id=app_id, mode=mode, type=type, obj=obj, now=now)
+    await queue_server_event(session, app_id=app_id, mode=mode, type=type, event_id=event.id, obj=obj, now=now)
     return event
 
 

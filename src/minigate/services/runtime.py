@@ -66,12 +66,22 @@ class Runtime:
         self._sms_names: dict[tuple[str, str], tuple[float, list[str]]] = {}
         self._sms_sandbox_registered: set[str] = set()
         self._limiter: Any = None
+        self._analytics: Any = None
 
     # -- life cycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         await self._load_data_keys()
         # Test keys (mg_test_…) always reach the sandbox; live keys are accepted only in live mode.
         self._start_sandbox()
+
+    @property
+    def analytics(self) -> Any:
+        """The analytics store (journal + DuckDB), opened on first use."""
+        if self._analytics is None:
+            from minigate.analytics.store import AnalyticsStore
+
+            self._analytics = AnalyticsStore(self.settings.analytics_dir or self.settings.data_dir / "analytics")
+        return self._analytics
 
     @property
     def limiter(self) -> Any:
@@ -83,6 +93,8 @@ class Runtime:
         return self._limiter
 
     async def aclose(self) -> None:
+        if self._analytics is not None:
+            self._analytics.close()
         if self._limiter is not None:
             await self._limiter.aclose()
         if self.sandbox is not None:
@@ -176,7 +188,8 @@ class Runtime:
             login = self.sandbox.credentials("wechat")
             return {"appid": login["appid"], "app_secret": login["app_secret"],
                     "base_url": f"{self.sandbox_base_url}/wechat"}
-        service = registry.sms_spec(provider) or registry.identity_spec(provider)
+        service = (registry.sms_spec(provider) or registry.identity_spec(provider)
+                   or registry.analytics_spec(provider))
         if service is not None:
             return service.sandbox(self.sandbox_context())
         spec = registry.payment_spec(provider)
@@ -273,6 +286,13 @@ class Runtime:
         if stored:
             return [n for n in names if n in stored]
         return names if mode == "test" else []
+
+    async def analytics_provider(self, app_id: str, mode: str, provider: str) -> Any:
+        """A forwarding destination or a source of third-party numbers (test mode: its simulator)."""
+        spec = registry.analytics_spec(provider)
+        if spec is None:
+            raise NotFound(f"unknown analytics provider {provider}", code="unknown_provider")
+        return await self._cached(app_id, mode, provider, lambda raw: spec.build(raw, self.provider_client))
 
     def sms_parser(self, provider: str) -> SmsProvider:
         """A client used only to read pushed receipts and replies (their format does not depend on the account)."""

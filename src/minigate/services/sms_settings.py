@@ -8,27 +8,21 @@ sends through the sandbox in test mode with the limits of B-24.
 from __future__ import annotations
 
 import re
-import time
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from minigate.domain.sms import DEFAULT_TEMPLATES, KINDS, Template
 from minigate.errors import InvalidRequest
 from minigate.providers import registry
 from minigate.providers.bases.sms import SIGN_NAME_PATTERN
-from minigate.services.apps import AppContext
-from minigate.services.runtime import Runtime
-from minigate.store.tables import AppSetting
+from minigate.services.app_settings import Section
 
 __all__ = ["ORDER_EVENTS", "SECTION", "SmsLimits", "SmsRoute", "SmsSettings", "load", "save", "template"]
 
 SECTION = "sms"
 #: payment events that may trigger an order SMS, and the template each defaults to
 ORDER_EVENTS = {"order.paid": "order_paid", "refund.succeeded": "refund_succeeded"}
-_CACHE_SECONDS = 5.0
 
 
 class SmsRoute(BaseModel):
@@ -152,45 +146,7 @@ def template(settings: SmsSettings, name: str) -> Template:
     return found
 
 
-_cache: dict[tuple[int, str, str], tuple[float, SmsSettings]] = {}
-
-
-async def load(rt: Runtime, ctx: AppContext, *, session: AsyncSession | None = None) -> SmsSettings:
-    """The app's settings (cached for a few seconds per process). Pass ``session`` inside a transaction."""
-    key = (id(rt), ctx.app_id, ctx.mode)
-    cached = _cache.get(key)
-    if cached is not None and time.monotonic() - cached[0] < _CACHE_SECONDS:
-        return cached[1]
-    query = select(AppSetting).where(AppSetting.app_id == ctx.app_id, AppSetting.mode == ctx.mode,
-                                     AppSetting.section == SECTION)
-    if session is not None:
-        row = (await session.execute(query)).scalar_one_or_none()
-    else:
-        async with rt.db.read() as own:
-            row = (await own.execute(query)).scalar_one_or_none()
-    settings = SmsSettings.model_validate(row.data) if row is not None else SmsSettings()
-    _cache[key] = (time.monotonic(), settings)
-    return settings
-
-
-async def save(rt: Runtime, ctx: AppContext, data: dict[str, Any]) -> SmsSettings:
-    try:
-        settings = SmsSettings.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or None
-        raise InvalidRequest(f"invalid SMS settings: {first.get('msg')}", param=where,
-                             code="invalid_sms_settings") from None
-    async with rt.db.transaction() as session:
-        row = (await session.execute(select(AppSetting).where(
-            AppSetting.app_id == ctx.app_id, AppSetting.mode == ctx.mode, AppSetting.section == SECTION))
-        ).scalar_one_or_none()
-        stored = settings.model_dump(mode="json", exclude_defaults=True)
-        if row is None:
-            session.add(AppSetting(app_id=ctx.app_id, mode=ctx.mode, section=SECTION, data=stored,
-                                   updated_at=rt.now()))
-        else:
-            row.data = stored
-            row.updated_at = rt.now()
-    _cache.pop((id(rt), ctx.app_id, ctx.mode), None)
-    return settings
+_section = Section(SECTION, SmsSettings, error_code="invalid_sms_settings", label="SMS")
+#: the app's settings (cached for a few seconds per process); pass ``session`` inside a transaction
+load = _section.load
+save = _section.save

@@ -220,6 +220,9 @@ class Worker:
         self.poll_seconds = poll_seconds
         self._stop = asyncio.Event()
         self._last_purge = float("-inf")
+        from minigate.services.analytics import AnalyticsWorker
+
+        self.analytics = AnalyticsWorker(rt)
 
     async def run_once(self) -> int:
         done = await deliver_due_webhooks(self.rt)
@@ -227,6 +230,7 @@ class Worker:
         done += await check_due_refunds(self.rt)
         done += await send_due_messages(self.rt)
         done += await check_due_verifications(self.rt)
+        done += await self.analytics.run_once()
         if time.monotonic() - self._last_purge >= PURGE_EVERY_SECONDS:
             self._last_purge = time.monotonic()
             try:   # retention (C-9): personal data past its time is purged, with a deletion record

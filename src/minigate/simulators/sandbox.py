@@ -32,6 +32,9 @@ REGISTRY: dict[str, str] = {
     "yunpian": "minigate.simulators.yunpian:YunpianSimulator",
     "baidu": "minigate.simulators.baidu:BaiduSimulator",
     "unisound": "minigate.simulators.unisound:UnisoundSimulator",
+    "growingio": "minigate.simulators.growingio:GrowingIOSimulator",
+    "youshu": "minigate.simulators.youshu:YoushuSimulator",
+    "umeng": "minigate.simulators.umeng:UmengSimulator",
 }
 
 #: the simulators that own an SMS desk (a sandbox phone): ``GET /_sandbox/messages?phone=`` merges them

@@ -586,3 +586,72 @@ class AuditHead(Base):
     purged_mac: Mapped[str] = mapped_column(String(64))
     key_sealed: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime | None]
+
+
+class PublishableKey(Base):
+    """A per-app key that is safe to ship inside a mini-program: it can only write analytics events."""
+
+    __tablename__ = "publishable_keys"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"))
+    mode: Mapped[str] = mapped_column(String(8))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    #: the key itself, sealed: it is public by design, so it can be shown again
+    key_sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class AnalyticsOutbox(Base):
+    """Server-side analytics events (``$payment_verified``...), written in the transaction of the ledger change
+    that causes them and moved into the analytics journal by the worker."""
+
+    __tablename__ = "analytics_outbox"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    app_id: Mapped[str] = mapped_column(String(40))
+    mode: Mapped[str] = mapped_column(String(8))
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    distinct_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str | None] = mapped_column(String(128))
+    properties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    occurred_at: Mapped[datetime]
+
+
+class AnalyticsForwardCursor(Base):
+    """How far one app's events have been forwarded to one destination (``seq`` of the analytics store)."""
+
+    __tablename__ = "analytics_forward_cursors"
+    __table_args__ = (UniqueConstraint("app_id", "mode", "provider"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    app_id: Mapped[str] = mapped_column(String(40))
+    mode: Mapped[str] = mapped_column(String(8))
+    provider: Mapped[str] = mapped_column(String(32))
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    forwarded: Mapped[int] = mapped_column(BigInteger, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    claimed_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    last_success_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+
+class AnalyticsPull(Base):
+    """One day of one source's numbers for one app: pending, done or failed (retried)."""
+
+    __tablename__ = "analytics_pulls"
+    __table_args__ = (UniqueConstraint("app_id", "mode", "source", "ref_date"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    app_id: Mapped[str] = mapped_column(String(40))
+    mode: Mapped[str] = mapped_column(String(8))
+    source: Mapped[str] = mapped_column(String(32))
+    ref_date: Mapped[str] = mapped_column(String(10))
+    #: pending | done | failed
+    status: Mapped[str] = mapped_column(String(12))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    claimed_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    updated_at: Mapped[datetime]
