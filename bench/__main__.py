@@ -1,6 +1,7 @@
 """``python -m bench checkout|notify|replay|limit|profile|all [--full] [--db sqlite|postgres|both] [--out DIR]``;
 ``python -m bench sms [--codes N] [--concurrency C] [--db ...]`` (verification codes, see :mod:`bench.sms`);
-``python -m bench analytics [--events N] [--engines]`` (dashboard queries, see :mod:`bench.analytics`)."""
+``python -m bench analytics [--events N] [--engines]`` (dashboard queries, see :mod:`bench.analytics`);
+``python -m bench analytics-ingest [--batch B ...] [--gateways G]`` (durable ingest: :mod:`bench.analytics_ingest`)."""
 
 from __future__ import annotations
 
@@ -111,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import analytics
 
         return analytics.main(args_list[1:])
+    if args_list[:1] == ["analytics-ingest"]:
+        from bench import analytics_ingest
+
+        return analytics_ingest.main(args_list[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("command", choices=["checkout", "notify", "replay", "limit", "profile", "all"])
     parser.add_argument("--full", action="store_true", help="long runs (default: quick sizes)")

@@ -88,6 +88,7 @@ from minigate.analytics.queries import (
     funnel,
     payment_funnel,
     payment_links,
+    payment_links_summary,
     person_events,
     retention,
     top_events,
@@ -517,6 +518,16 @@ def test_payment_funnel(con: duckdb.DuckDBPyConnection) -> None:
         "verified_without_client_success": 2, "verified_without_client_success_orders": ["o3", "o6"],
         "paid_amount": 3000, "refunded_amount": 1800,
     }
+
+
+def test_the_summary_gives_the_same_funnel_without_listing_viewers_who_never_ordered(
+        con: duckdb.DuckDBPyConnection) -> None:
+    full = payment_links(con, SCOPE, START, END, 3600, order_owners=OWNERS)
+    viewers, linked = payment_links_summary(con, SCOPE, START, END, 3600, order_owners=OWNERS)
+    assert viewers == len(full) == 8
+    assert linked == [p for p in full if p.orders]
+    assert payment_funnel(linked, LEDGER, 3600, viewers=viewers) == payment_funnel(full, LEDGER, 3600)
+    assert payment_links_summary(con, SCOPE, START, END, 3600, view_events=["nothing_like_it"]) == (0, [])
 
 
 def test_payment_funnel_owner_window_edges() -> None:

@@ -514,6 +514,20 @@ def payment_links(con: duckdb.DuckDBPyConnection, scope: Scope, start: date, end
                   view_events: Sequence[str] = ("view_product",),
                   order_owners: Mapping[str, str] | None = None) -> list[PersonPayments]:
     """Every person with a view event in the range, and the orders linked to them (see the module docstring)."""
+    return _payment_links(con, scope, start, end, window_seconds, view_events, order_owners, linked_only=False)[1]
+
+
+def payment_links_summary(con: duckdb.DuckDBPyConnection, scope: Scope, start: date, end: date,
+                          window_seconds: int, view_events: Sequence[str] = ("view_product",),
+                          order_owners: Mapping[str, str] | None = None) -> tuple[int, list[PersonPayments]]:
+    """(how many persons viewed, the viewers with linked orders): what :func:`payment_funnel` needs, without one
+    object per viewer who never ordered — most of them, and most of the cost at millions of events."""
+    return _payment_links(con, scope, start, end, window_seconds, view_events, order_owners, linked_only=True)
+
+
+def _payment_links(con: duckdb.DuckDBPyConnection, scope: Scope, start: date, end: date, window_seconds: int,
+                   view_events: Sequence[str], order_owners: Mapping[str, str] | None, *,
+                   linked_only: bool) -> tuple[int, list[PersonPayments]]:
     if window_seconds <= 0:
         raise ValueError("window_seconds must be positive")
     if not view_events:
@@ -549,10 +563,17 @@ def payment_links(con: duckdb.DuckDBPyConnection, scope: Scope, start: date, end
         f"max(ts) FILTER (WHERE name = {p_res}) AS result_at, count(*) FILTER (WHERE name = {p_res}) AS results "
         "FROM pay SEMI JOIN links USING (order_id) GROUP BY order_id)"
         " SELECT v.person, v.view_ts, l.order_id, l.via_event, l.via_owner, f.requested_at, f.status, f.result_at, "
-        "f.results FROM views v LEFT JOIN links l ON l.person = v.person LEFT JOIN facts f ON f.order_id = l.order_id "
-        "ORDER BY v.person, l.order_id"
+        f"f.results FROM views v {'' if linked_only else 'LEFT '}JOIN links l ON l.person = v.person "
+        "LEFT JOIN facts f ON f.order_id = l.order_id"
+        # linked only: the viewers without orders are counted, not listed (a first row with no person)
+        + (" UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, count(*) FROM views"
+           if linked_only else "")
+        + " ORDER BY 1 NULLS FIRST, 3"
     )
     rows = params.run(con, sql).fetchall()
+    viewers = 0
+    if linked_only:
+        viewers, rows = int(rows[0][8]), rows[1:]
     out: list[PersonPayments] = []
     i, n = 0, len(rows)
     while i < n:                        # rows come grouped by person; most persons have no order (one row)
@@ -569,12 +590,13 @@ def payment_links(con: duckdb.DuckDBPyConnection, scope: Scope, start: date, end
                                     _aware(result_at)))
             i += 1
         out.append(PersonPayments(person, view_ts, tuple(orders)))
-    return out
+    return (viewers if linked_only else len(out)), out
 
 
 def payment_funnel(links: Sequence[PersonPayments], ledger: Mapping[str, LedgerOrder],
-                   window_seconds: int) -> dict[str, Any]:
-    """Join the client's view of payments to the ledger; the ledger decides what was paid."""
+                   window_seconds: int, *, viewers: int | None = None) -> dict[str, Any]:
+    """Join the client's view of payments to the ledger; the ledger decides what was paid. ``viewers`` is the
+    first step's count when ``links`` holds only the viewers with orders (:func:`payment_links_summary`)."""
     window = timedelta(seconds=window_seconds)
     reached = {name: 0 for name in ("viewed", "ordered", "payment_requested", "client_reported_success",
                                     "verified_paid")}
@@ -608,6 +630,8 @@ def payment_funnel(links: Sequence[PersonPayments], ledger: Mapping[str, LedgerO
         reached["payment_requested"] += any(link.requested_at is not None for link, _ in mine)
         reached["client_reported_success"] += any(link.result_status == "success" for link, _ in mine)
         reached["verified_paid"] += any(order.paid_at is not None for _, order in mine)
+    if viewers is not None:
+        reached["viewed"] = viewers
     paid = {oid for oid, order in counted.items() if order.paid_at is not None}
     outside_window -= set(counted)
     steps: list[dict[str, Any]] = []

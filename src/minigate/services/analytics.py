@@ -413,11 +413,11 @@ async def payment_funnel(rt: Runtime, ctx: AppContext, *, start: date, end: date
     views = list(view_events or settings.payment_funnel.view_events)
     scope = _scope(ctx, platform, where or {})
     owners = await _order_owners(rt, ctx, start, end, window)
-    links = await _run(rt, lambda con: queries.payment_links(con, scope, start, end, window, view_events=views,
-                                                             order_owners=owners))
+    viewers, links = await _run(rt, lambda con: queries.payment_links_summary(
+        con, scope, start, end, window, view_events=views, order_owners=owners))
     order_ids = {link.order_id for person in links for link in person.orders}
     ledger = await _ledger(rt, ctx, order_ids)
-    result = queries.payment_funnel(links, ledger, window)
+    result = queries.payment_funnel(links, ledger, window, viewers=viewers)
     return {"object": "payment_funnel", "window_seconds": window, "view_events": views, **_json_ready(result)}
 
 
