@@ -164,6 +164,7 @@ def run(events: int, batches: list[int], gateways: int, concurrency: int, second
             port = free_port()
             env = {"MINIGATE_DATA_DIR": str(data_dir), "MINIGATE_PORT": str(port),
                    "MINIGATE_PUBLIC_URL": f"http://127.0.0.1:{port}", "MINIGATE_LOG_LEVEL": "WARNING",
+                   "MINIGATE_API_REQUESTS_PER_SECOND_PER_KEY": "0",
                    "MINIGATE_SANDBOX_DIR": str(run_dir / "sandbox")}
             procs.append(start(f"gateway{g}", [PY, "-m", "minigate.cli", "serve"], env=env,
                                log_dir=run_dir / "logs", base_url=f"http://127.0.0.1:{port}", ready_path="/readyz",

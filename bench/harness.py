@@ -136,7 +136,9 @@ def start_minigate(run_dir: Path, db: str, sandbox: Sandbox, receiver: Proc, pg:
     env = {"MINIGATE_DATA_DIR": str(data_dir), "MINIGATE_PORT": str(port),
            "MINIGATE_PUBLIC_URL": f"http://127.0.0.1:{port}", "MINIGATE_SANDBOX_URL": sandbox.url,
            "MINIGATE_SANDBOX_DIR": str(sandbox.state_dir), "MINIGATE_SANDBOX_TIME_SCALE": str(TIME_SCALE),
-           "MINIGATE_LOG_LEVEL": log_level, **(extra_env or {})}
+           "MINIGATE_LOG_LEVEL": log_level,
+           # one key drives the whole load: the per-key request limit (100/s by default) would measure itself
+           "MINIGATE_API_REQUESTS_PER_SECOND_PER_KEY": "0", **(extra_env or {})}
     if db == "postgres":
         assert pg is not None
         env["MINIGATE_DATABASE_URL"] = pg.create_database(f"bench_minigate_{uuid.uuid4().hex[:8]}")

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     #: The analytics store (journal + DuckDB file); processes that share it must share this directory.
     #: Default: ``<data_dir>/analytics``.
     analytics_dir: Path | None = None
+    #: download WeChat Pay platform certificates this often (WeChat asks for less than 12 hours)
+    certificate_refresh_hours: float = 10.0
     #: Run the background worker (webhooks, active queries) inside ``serve``.
     run_worker: bool = True
     worker_poll_seconds: float = 0.5
@@ -82,6 +84,12 @@ class Settings(BaseSettings):
     #: serve HTTPS directly (PEM files); otherwise terminate TLS in front of minigate
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    #: API-key lock-out: this many authentication failures from one client IP within the window lock that IP
+    #: out (429) until the window has passed; 0 disables the lock-out.
+    auth_failures_per_ip: int = Field(default=20, ge=0)
+    auth_failure_window_seconds: int = Field(default=300, ge=1)
+    #: requests each API key may make per second (429 beyond); 0 disables the limit.
+    api_requests_per_second_per_key: int = Field(default=100, ge=0)
 
     @classmethod
     def settings_customise_sources(

@@ -148,6 +148,7 @@ class Processes:
             "MINIGATE_WEBHOOK_TIMEOUT_SECONDS": str(webhook_timeout),
             "MINIGATE_IDEMPOTENCY_LOCK_SECONDS": str(LOCK_SECONDS),
             "MINIGATE_LOG_LEVEL": "INFO",
+            "MINIGATE_API_REQUESTS_PER_SECOND_PER_KEY": "0",     # load and crash runs, not the rate limit
         }
         return GatewayProc(name=name, port=port, env=env)
 

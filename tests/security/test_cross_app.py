@@ -403,7 +403,39 @@ async def analytics_settings_of_b(b: Gateway, v: Victim) -> None:
     assert r["retention_days"] == 5, r
 
 
+async def victim_key_ids(b: Gateway) -> set[str]:
+    """Every API key that is not B's (A's and any other app's), straight from the database."""
+    async with b.rt.db.read() as session:
+        ids = set((await session.execute(select(tables.ApiKey.id).where(tables.ApiKey.app_id != b.app_id))).scalars())
+    assert ids
+    return ids
+
+
+async def create_key_as_b(b: Gateway, v: Victim) -> None:
+    r = await ok(await b.http.post("/v1/api_keys", headers=b.auth, json={"name": "b", "scopes": ["orders:read"]}))
+    assert r["id"] not in await victim_key_ids(b)
+    # B's new key sees B's orders, never A's
+    missing(await b.http.get(f"/v1/orders/{v.ids['order']}", headers={"Authorization": f"Bearer {r['key']}"}))
+
+
+async def list_keys_of_b(b: Gateway, v: Victim) -> None:
+    r = await ok(await b.http.get("/v1/api_keys", headers=b.auth))
+    assert {k["id"] for k in r["data"]} & await victim_key_ids(b) == set(), r
+
+
+def victim_key(method: str, suffix: str = "") -> Probe:
+    async def probe(b: Gateway, v: Victim) -> None:
+        for key_id in sorted(await victim_key_ids(b)):
+            missing(await b.http.request(method, f"/v1/api_keys/{key_id}{suffix}", headers=b.auth,
+                                         json={"expire_previous_in": 0} if suffix else None))
+    return probe
+
+
 PROBES: dict[tuple[str, str], Probe] = {
+    ("POST", "/v1/api_keys"): create_key_as_b,
+    ("GET", "/v1/api_keys"): list_keys_of_b,
+    ("POST", "/v1/api_keys/{key_id}/roll"): victim_key("POST", "/roll"),
+    ("DELETE", "/v1/api_keys/{key_id}"): victim_key("DELETE"),
     ("POST", "/v1/analytics/collect"): collect_as_b,
     ("GET", "/v1/analytics/active_users"): active_users_of_b,
     ("GET", "/v1/analytics/retention"): analytics_read("/v1/analytics/retention"),

@@ -80,9 +80,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        retry = (exc.details or {}).get("retry_after")
         return JSONResponse(error_body("invalid_request_error" if exc.http_status < 500 else "api_error",
                                        exc.code, exc.message, param=exc.param, **(exc.details or {})),
-                            status_code=exc.http_status)
+                            status_code=exc.http_status,
+                            headers={"Retry-After": str(int(retry))} if exc.http_status == 429 and retry else None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

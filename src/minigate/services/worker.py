@@ -223,6 +223,7 @@ class Worker:
         from minigate.services.analytics import AnalyticsWorker
 
         self.analytics = AnalyticsWorker(rt)
+        self._last_certificates = float("-inf")
 
     async def run_once(self) -> int:
         done = await deliver_due_webhooks(self.rt)
@@ -237,6 +238,14 @@ class Worker:
                 await purge_expired(self.rt)
             except Exception:  # logged with its traceback; retried on a later pass
                 log.exception("retention purge failed")
+        if time.monotonic() - self._last_certificates >= self.rt.settings.certificate_refresh_hours * 3600:
+            self._last_certificates = time.monotonic()
+            try:   # WeChat Pay platform certificates, at least every 12 hours (B-3)
+                from minigate.services.certificates import refresh_platform_certificates
+
+                await refresh_platform_certificates(self.rt)
+            except Exception:  # logged with its traceback; retried on a later pass
+                log.exception("certificate refresh failed")
         try:   # daily reconciliation: a bill that cannot be fetched must not stall the rest
             await reconcile_due(self.rt)
         except Exception:  # logged with its traceback; retried on a later pass

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -115,6 +116,11 @@ class ApiKey(Base):
     hint: Mapped[str] = mapped_column(String(24))          # "mg_test_…abcd"
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+    #: what the key may do (``<resource>:<read|write>``, or ``*`` for everything: keys made before scopes)
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["*"], server_default=text("'[\"*\"]'"))
+    name: Mapped[str | None] = mapped_column(String(120))
+    #: refused from this instant (a rolled key's overlap ends, or an expiring key was asked for)
+    expires_at: Mapped[datetime | None]
 
 
 class AppCredential(Base):

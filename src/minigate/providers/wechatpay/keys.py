@@ -235,6 +235,12 @@ class VerificationKeyStore:
         return sorted(((s, _not_after(c)) for s, c in self._certs.items() if now < _not_after(c) <= limit),
                       key=lambda item: item[1])
 
+    def days_left(self) -> float | None:
+        """Days until the first unexpired platform certificate expires (None without certificates)."""
+        now = self._now()
+        left = [(_not_after(c) - now).total_seconds() / 86400 for c in self._certs.values() if _not_after(c) > now]
+        return min(left) if left else None
+
     async def encryption_key(self) -> tuple[str, rsa.RSAPublicKey]:
         """Key for sensitive-field encryption (§1.11): the public key, else the longest-valid certificate."""
         if self._public:
