@@ -95,6 +95,29 @@ def rfc3339(epoch: float) -> str:
     return dt.datetime.fromtimestamp(int(epoch), BEIJING).isoformat()
 
 
+async def day_values_control(request: Request, *, clear: Callable[[], None],
+                             show: Callable[[dt.date], Mapping[str, Any]],
+                             record: Callable[[dict[str, Any]], str | None]) -> Response:
+    """The control route of a simulator that reports numbers per day (datacube, Umeng+): ``DELETE`` forgets what
+    tests set, ``GET ?date=`` shows a day's numbers, ``POST {"date", <sections>}`` sets some — ``record`` checks
+    and keeps them, answering what is wrong (HTTP 400) or None."""
+    if request.method == "DELETE":
+        clear()
+        return json_response({"days": []})
+    if request.method == "GET":
+        try:
+            day = dt.date.fromisoformat(request.query_params.get("date", ""))
+        except ValueError:
+            return json_response({"code": "PARAM_ERROR", "message": "date=yyyy-mm-dd is required"}, 400)
+        return json_response({"date": day.isoformat(), **show(day)})
+    spec = await read_json_object(request)
+    problem = "body must be a JSON object" if spec is None else record(spec)
+    if problem is not None or spec is None:
+        return json_response({"code": "PARAM_ERROR", "message": problem}, 400)
+    day = dt.date.fromisoformat(spec["date"])
+    return json_response({"date": day.isoformat(), **show(day)})
+
+
 def is_local_notify_url(url: str) -> bool:
     """http:// is accepted only for loopback hosts and the in-process names ``testserver``/``gateway``."""
     parts = urlsplit(url)

@@ -57,7 +57,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from minigate.providers.umeng import signing
-from minigate.simulators._core import BEIJING, Clock, CredentialStore, Faults, fault_routes, json_response
+from minigate.simulators._core import (
+    BEIJING,
+    Clock,
+    CredentialStore,
+    Faults,
+    day_values_control,
+    fault_routes,
+    json_response,
+)
 
 __all__ = ["NAMESPACE", "OVERVIEW_INDICATORS", "RETENTION_FIELDS", "UmengSimulator", "create_credentials"]
 
@@ -302,25 +310,7 @@ class UmengSimulator:
 
     # ------------------------------------------------------------------ control
     async def _data_endpoint(self, request: Request) -> Response:
-        if request.method == "DELETE":
-            self.overrides.clear()
-            return json_response({"days": []})
-        if request.method == "GET":
-            try:
-                day = dt.date.fromisoformat(request.query_params.get("date", ""))
-            except ValueError:
-                return json_response({"code": "PARAM_ERROR", "message": "date=yyyy-mm-dd is required"}, 400)
-            return json_response({"date": day.isoformat(), **self.day_values(day)})
-        try:
-            spec = await request.json()
-        except ValueError:
-            spec = None
-        problem = self._set(spec)
-        if problem is not None:
-            return json_response({"code": "PARAM_ERROR", "message": problem}, 400)
-        assert isinstance(spec, dict)
-        day = dt.date.fromisoformat(spec["date"])
-        return json_response({"date": day.isoformat(), **self.day_values(day)})
+        return await day_values_control(request, clear=self.overrides.clear, show=self.day_values, record=self._set)
 
     def _set(self, spec: Any) -> str | None:
         """Record the sections of ``spec``; an error message when it is malformed."""

@@ -62,6 +62,7 @@ from minigate.simulators._core import (
     Clock,
     CredentialStore,
     Faults,
+    day_values_control,
     fault_routes,
     json_response,
     read_json_object,
@@ -440,22 +441,15 @@ class WeChatSimulator:
 
     # ------------------------------------------------------------------ datacube control
     async def _datacube_control(self, request: Request) -> Response:
-        if request.method == "DELETE":
-            self.datacube_overrides.clear()
-            return json_response({"days": []})
-        if request.method == "GET":
-            try:
-                day = dt.date.fromisoformat(request.query_params.get("date", ""))
-            except ValueError:
-                return json_response({"code": "PARAM_ERROR", "message": "date=yyyy-mm-dd is required"}, 400)
-            return json_response({"date": day.isoformat(), **self.datacube_day(day)})
-        spec = await read_json_object(request)
-        problem = "body must be a JSON object" if spec is None else _datacube_problem(spec)
-        if problem is not None or spec is None:
-            return json_response({"code": "PARAM_ERROR", "message": problem}, 400)
-        day = dt.date.fromisoformat(spec["date"])
-        self.datacube_overrides.setdefault(day, {}).update({k: v for k, v in spec.items() if k != "date"})
-        return json_response({"date": day.isoformat(), **self.datacube_day(day)})
+        return await day_values_control(request, clear=self.datacube_overrides.clear, show=self.datacube_day,
+                                        record=self._record_datacube)
+
+    def _record_datacube(self, spec: dict[str, Any]) -> str | None:
+        problem = _datacube_problem(spec)
+        if problem is None:
+            day = dt.date.fromisoformat(spec["date"])
+            self.datacube_overrides.setdefault(day, {}).update({k: v for k, v in spec.items() if k != "date"})
+        return problem
 
 
 def _numbers(value: Any, fields: tuple[str, ...] | None = None) -> bool:

@@ -12,7 +12,8 @@ Two kinds of provider, each pure build/parse code plus one send over the injecte
   day with :class:`MetricRow` values, normalised so that every source lands in the same table.
 
 A new provider subclasses one of these, sets ``name`` and its config model, and passes
-``tests/contract/test_analytics_contract.py`` against its simulator before it is registered.
+``tests/contract/test_analytics_forward_contract.py`` (forwarders) or ``test_analytics_pull_contract.py``
+(sources) against its simulator before it is registered.
 """
 
 from __future__ import annotations
