@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import secrets
 import time
@@ -48,7 +47,7 @@ from minigate.services import audit
 from minigate.services.app_settings import Section
 from minigate.services.apps import AppContext
 from minigate.services.ids import new_id
-from minigate.services.limiter import Check
+from minigate.services.limiter import Check, per_minute, per_second
 from minigate.services.runtime import Runtime
 from minigate.store.tables import (
     AnalyticsForwardCursor,
@@ -60,7 +59,7 @@ from minigate.store.tables import (
     PublishableKey,
 )
 
-__all__ = ["AnalyticsSettings", "collect", "create_publishable_key", "settings_section", "worker_tick"]
+__all__ = ["AnalyticsSettings", "collect", "create_publishable_key", "settings_section"]
 
 log = get_logger("minigate.analytics")
 
@@ -217,8 +216,6 @@ def _decode_body(body: bytes, content_encoding: str | None) -> bytes:
             raise PayloadTooLarge(f"decompressed bodies are limited to {MAX_DECODED_BYTES} bytes")
     else:
         raise UnsupportedEncoding(f"unsupported Content-Encoding {encoding!r}: use gzip or none")
-    if len(data) > MAX_DECODED_BYTES:
-        raise PayloadTooLarge(f"request bodies are limited to {MAX_DECODED_BYTES} bytes")
     return data
 
 
@@ -236,10 +233,8 @@ async def collect(rt: Runtime, ctx: AppContext, body: bytes, *, content_encoding
                   client_ip: str | None) -> dict[str, Any]:
     """Validate a batch and journal its events durably; the answer lists each refused event."""
     settings = await settings_section.load(rt, ctx)
-    checks = [Check("app_per_second", _per_second(settings.requests_per_second), f"an:{ctx.app_id}:{ctx.mode}")]
+    checks = [Check("app_per_second", per_second(settings.requests_per_second), f"an:{ctx.app_id}:{ctx.mode}")]
     if client_ip:
-        from minigate.services.limiter import per_minute
-
         checks.append(Check("ip_per_minute", per_minute(settings.requests_per_minute_per_ip),
                             f"an-ip:{ctx.app_id}:{client_ip}"))
     verdict = await rt.limiter.acquire(checks)
@@ -265,12 +260,6 @@ async def collect(rt: Runtime, ctx: AppContext, body: bytes, *, content_encoding
         log.info("analytics events refused", app=ctx.app_id, refused=len(parsed.rejected),
                  codes=sorted({r["code"] for r in parsed.rejected}))
     return answer
-
-
-def _per_second(n: int) -> Any:
-    from limits import RateLimitItemPerSecond
-
-    return RateLimitItemPerSecond(n)
 
 
 # --------------------------------------------------------------------------- server events
@@ -466,6 +455,14 @@ async def external_metrics(rt: Runtime, ctx: AppContext, *, source: str, metric:
 
 # --------------------------------------------------------------------------- rights and retention
 
+async def _every_app(rt: Runtime) -> list[tuple[AppContext, AnalyticsSettings]]:
+    """Every app, in both modes, with its analytics settings (the worker's scheduled steps walk these)."""
+    async with rt.db.read() as session:
+        apps = (await session.execute(select(App.id))).scalars().all()
+    return [(ctx, await settings_section.load(rt, ctx)) for app_id in apps for ctx in
+            (AppContext(app_id, "test"), AppContext(app_id, "live"))]
+
+
 def _subject_hash(rt: Runtime, ctx: AppContext, person: str) -> str:
     return rt.vault.lookup_hash(person, context=f"analytics-person:{ctx.app_id}")
 
@@ -501,31 +498,27 @@ async def erase_person(rt: Runtime, ctx: AppContext, person: str) -> dict[str, A
 
 async def purge_expired(rt: Runtime) -> int:
     """Delete events older than each app's retention; one deletion record per app and mode."""
-    async with rt.db.read() as session:
-        apps = (await session.execute(select(App.id))).scalars().all()
     total = 0
-    for app_id in apps:
-        for mode in ("test", "live"):
-            ctx = AppContext(app_id, mode)
-            settings = await settings_section.load(rt, ctx)
-            cutoff = (rt.now() - timedelta(days=settings.retention_days)).astimezone(UTC).replace(tzinfo=None)
+    for ctx, settings in await _every_app(rt):
+        app_id, mode = ctx.app_id, ctx.mode
+        cutoff = (rt.now() - timedelta(days=settings.retention_days)).astimezone(UTC).replace(tzinfo=None)
 
-            def purge(con: Any, app_id: str = app_id, mode: str = mode, cutoff: datetime = cutoff) -> int:
-                row = con.execute("SELECT count(*) FROM events WHERE app_id = ? AND mode = ? AND ts < ?",
-                                  [app_id, mode, cutoff]).fetchone()
-                count = int(row[0]) if row else 0
-                if count:
-                    con.execute("DELETE FROM events WHERE app_id = ? AND mode = ? AND ts < ?", [app_id, mode, cutoff])
-                return count
-
-            count = await rt.analytics.write(purge)
+        def purge(con: Any, app_id: str = app_id, mode: str = mode, cutoff: datetime = cutoff) -> int:
+            row = con.execute("SELECT count(*) FROM events WHERE app_id = ? AND mode = ? AND ts < ?",
+                              [app_id, mode, cutoff]).fetchone()
+            count = int(row[0]) if row else 0
             if count:
-                total += count
-                async with rt.db.transaction() as session:
-                    session.add(DeletionRecord(app_id=app_id, mode=mode, reason="retention_purge",
-                                               data_class="analytics_events", subject_hash=None, count=count,
-                                               details={"retention_days": settings.retention_days},
-                                               created_at=rt.now()))
+                con.execute("DELETE FROM events WHERE app_id = ? AND mode = ? AND ts < ?", [app_id, mode, cutoff])
+            return count
+
+        count = await rt.analytics.write(purge)
+        if count:
+            total += count
+            async with rt.db.transaction() as session:
+                session.add(DeletionRecord(app_id=app_id, mode=mode, reason="retention_purge",
+                                           data_class="analytics_events", subject_hash=None, count=count,
+                                           details={"retention_days": settings.retention_days},
+                                           created_at=rt.now()))
     return total
 
 
@@ -569,21 +562,19 @@ async def forward_due(rt: Runtime, *, limit: int = 20) -> int:
 
 async def _ensure_cursors(rt: Runtime, now: datetime) -> None:
     async with rt.db.read() as session:
-        apps = (await session.execute(select(App.id))).scalars().all()
         existing = {(c.app_id, c.mode, c.provider) for c in (await session.execute(
             select(AnalyticsForwardCursor))).scalars().all()}
-    for app_id in apps:
-        for mode in ("test", "live"):
-            settings = await settings_section.load(rt, AppContext(app_id, mode))
-            for route in settings.forward:
-                if (app_id, mode, route.provider) in existing:
-                    continue
-                async with rt.db.transaction() as session:
-                    # forwarding starts with events collected from now on, not with the whole history
-                    session.add(AnalyticsForwardCursor(
-                        app_id=app_id, mode=mode, provider=route.provider, last_seq=await _max_seq(rt),
-                        forwarded=0, failures=0, next_attempt_at=now, claimed_until=None, last_error=None,
-                        last_success_at=None, updated_at=now))
+    for ctx, settings in await _every_app(rt):
+        app_id, mode = ctx.app_id, ctx.mode
+        for route in settings.forward:
+            if (app_id, mode, route.provider) in existing:
+                continue
+            async with rt.db.transaction() as session:
+                # forwarding starts with events collected from now on, not with the whole history
+                session.add(AnalyticsForwardCursor(
+                    app_id=app_id, mode=mode, provider=route.provider, last_seq=await _max_seq(rt),
+                    forwarded=0, failures=0, next_attempt_at=now, claimed_until=None, last_error=None,
+                    last_success_at=None, updated_at=now))
 
 
 async def _max_seq(rt: Runtime) -> int:
@@ -712,13 +703,9 @@ async def pull_due(rt: Runtime, *, limit: int = 10) -> int:
     """Queue yesterday for every configured source, then pull what is due."""
     now = rt.now()
     yesterday = beijing_today(now) - timedelta(days=1)
-    async with rt.db.read() as session:
-        apps = (await session.execute(select(App.id))).scalars().all()
-    for app_id in apps:
-        for mode in ("test", "live"):
-            ctx = AppContext(app_id, mode)
-            for source in (await settings_section.load(rt, ctx)).sources:
-                await _ensure_pull(rt, ctx, source, yesterday, force=False)
+    for ctx, settings in await _every_app(rt):
+        for source in settings.sources:
+            await _ensure_pull(rt, ctx, source, yesterday, force=False)
     async with rt.db.transaction() as session:
         rows = (await session.execute(select(AnalyticsPull).where(
             AnalyticsPull.status == "pending", AnalyticsPull.next_attempt_at <= now,
@@ -836,12 +823,4 @@ class AnalyticsWorker:
                 log.exception("analytics step failed", step="purge")
         return done
 
-
-def worker_tick(rt: Runtime) -> AnalyticsWorker:
-    return AnalyticsWorker(rt)
-
-
-def gzip_body(data: bytes) -> bytes:
-    """For clients and tests: the gzip form the collection endpoint accepts."""
-    return gzip.compress(data)
 

@@ -12,11 +12,21 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerHour, RateLimitItemPerMinute
+from limits import (
+    RateLimitItem,
+    RateLimitItemPerDay,
+    RateLimitItemPerHour,
+    RateLimitItemPerMinute,
+    RateLimitItemPerSecond,
+)
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-__all__ = ["Check", "Limiter", "Verdict", "per_day", "per_hour", "per_minute"]
+__all__ = ["Check", "Limiter", "Verdict", "per_day", "per_hour", "per_minute", "per_second"]
+
+
+def per_second(n: int) -> RateLimitItem:
+    return RateLimitItemPerSecond(n)
 
 
 def per_minute(n: int) -> RateLimitItem:
