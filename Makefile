@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 RUN_STAMP  := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test simulate bench lint install install-test demo clean
+.PHONY: run test simulate bench lint install install-test demo clean assets screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -13,13 +13,18 @@ $(BIN)/python:
 
 $(RUN_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m minigate.console.assets    # the console's charting library, from the npm registry
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m minigate.console.assets
 	touch $@ $(RUN_STAMP)
 
 install: $(RUN_STAMP)
+
+assets: | $(BIN)/python
+	$(BIN)/python -m minigate.console.assets
 
 install-test: $(TEST_STAMP)
 
@@ -31,6 +36,10 @@ demo: $(RUN_STAMP)
 
 test: $(TEST_STAMP)
 	scripts/test.sh
+
+# the console's screenshots in docs/console/ (docs/console.md), taken by its browser tests
+screenshots: $(TEST_STAMP)
+	MINIGATE_SCREENSHOTS_DIR=docs/console $(BIN)/python -m pytest -p no:cacheprovider -q tests/console -k browser
 
 # long simulation runs (A-15): make simulate SEEDS=1000 [STEPS=150] [SIM_ARGS=--backend postgres]
 SEEDS ?= 100

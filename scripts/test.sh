@@ -37,4 +37,12 @@ if ! command -v node >/dev/null 2>&1; then
 fi
 (cd clients/miniprogram && node --test test/)
 
+# The console's browser tests drive Debian's Chromium through Playwright (no browser download).
+if [ ! -x "${MINIGATE_CHROMIUM:-/usr/bin/chromium}" ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+  fi
+  [ -x "${MINIGATE_CHROMIUM:-/usr/bin/chromium}" ] || { echo "Chromium is needed for the console tests: apt-get install chromium" >&2; exit 1; }
+fi
+
 $BIN/python -m pytest -p no:cacheprovider "$@"

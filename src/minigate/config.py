@@ -47,6 +47,17 @@ class Settings(BaseSettings):
     master_key: SecretStr = SecretStr(_DEFAULT_MASTER_KEY)
     #: during a master-key rotation: the key being replaced, still accepted for reading wrapped data keys
     master_key_previous: SecretStr | None = None
+    #: KMS holding the root key that wraps the data keys (docs/security.md "KMS"): ``aliyun`` or
+    #: ``package.module:factory``; unset: the master key wraps them
+    kms: str | None = None
+    #: Alibaba Cloud KMS: the key (id, alias or ARN) new root keys are wrapped with, the endpoint (default
+    #: ``https://kms.<region>.aliyuncs.com``) and a RAM AccessKey allowed kms:Encrypt and kms:Decrypt
+    kms_key_id: str | None = None
+    kms_endpoint: str | None = None
+    kms_region_id: str = "cn-hangzhou"
+    kms_access_key_id: str | None = None
+    kms_access_key_secret: SecretStr | None = None
+    kms_timeout_seconds: float = Field(default=10.0, gt=0)
     #: Base URL the providers call back (notify URLs) and the console links to.
     public_url: str = "http://127.0.0.1:8000"
     host: str = "127.0.0.1"
@@ -90,6 +101,15 @@ class Settings(BaseSettings):
     auth_failure_window_seconds: int = Field(default=300, ge=1)
     #: requests each API key may make per second (429 beyond); 0 disables the limit.
     api_requests_per_second_per_key: int = Field(default=100, ge=0)
+    #: admin console (/console): a session ends after this long without a request, and after
+    #: console_session_hours in any case
+    console_idle_minutes: int = Field(default=30, ge=1)
+    console_session_hours: int = Field(default=12, ge=1)
+    #: this many wrong passwords or codes in a row lock a console account for console_lockout_minutes
+    console_login_failures: int = Field(default=5, ge=1)
+    console_lockout_minutes: int = Field(default=15, ge=1)
+    #: console refunds above this amount (fen) need a second person's approval; 0: every refund does
+    console_refund_approval_amount: int = Field(default=100_000, ge=0)
 
     @classmethod
     def settings_customise_sources(
@@ -109,11 +129,22 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_default_secrets_in_live_mode(self) -> Settings:
+        if self.kms == "aliyun":
+            missing = [name for name, value in (("MINIGATE_KMS_KEY_ID", self.kms_key_id),
+                                                ("MINIGATE_KMS_ACCESS_KEY_ID", self.kms_access_key_id),
+                                                ("MINIGATE_KMS_ACCESS_KEY_SECRET", self.kms_access_key_secret))
+                       if not value]
+            if missing:
+                raise ConfigurationError(f"MINIGATE_KMS=aliyun needs {', '.join(missing)}")
         if self.mode == "live":
-            if self.master_key.get_secret_value() == _DEFAULT_MASTER_KEY:
+            # with a KMS the master key is optional (it only reads what it wrapped before); unset, it stays
+            # the default, which then wraps nothing
+            if self.master_key.get_secret_value() == _DEFAULT_MASTER_KEY and not self.kms:
                 raise ConfigurationError("live mode refuses the default MINIGATE_MASTER_KEY; set a real one")
             if len(self.master_key.get_secret_value()) < 32:
                 raise ConfigurationError("MINIGATE_MASTER_KEY must be at least 32 characters in live mode")
+            if self.kms == "aliyun" and self.kms_endpoint and not self.kms_endpoint.startswith("https://"):
+                raise ConfigurationError("live mode needs an https:// MINIGATE_KMS_ENDPOINT")
             if not self.database_url:
                 raise ConfigurationError("live mode needs MINIGATE_DATABASE_URL")
             if not self.public_url.startswith("https://"):
@@ -140,6 +171,14 @@ class Settings(BaseSettings):
     @property
     def uses_default_master_key(self) -> bool:
         return self.master_key.get_secret_value() == _DEFAULT_MASTER_KEY
+
+    @property
+    def vault_master_key(self) -> str | None:
+        """The master key the vault reads and (without a KMS root) wraps with; None in live mode with a KMS and
+        no master key of its own (the development default never protects live data)."""
+        if self.kms and self.mode == "live" and self.uses_default_master_key:
+            return None
+        return self.master_key.get_secret_value()
 
 
 def load_settings(**overrides: Any) -> Settings:

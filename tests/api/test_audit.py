@@ -145,7 +145,7 @@ async def test_identity_export_and_erasure_are_recorded_without_personal_data(ga
     r = await gateway.http.post("/v1/identity/subjects/erase", headers=gateway.auth, json={"id_number": ID})
     assert r.status_code == 200, r.text
     erased = await only(gateway, "identity.erased")
-    assert erased.details == {"verifications": 1}
+    assert erased.details == {"verifications": 1, "person_keys_shredded": 1}   # the crypto-shredding too
     assert erased.target == exported.target and len(erased.target or "") == 64      # the keyed subject hash
     text = await dump(gateway)
     assert ID not in text and NAME not in text and ID[-4:] + '"' not in text

@@ -91,3 +91,33 @@ def test_certificates_near_their_end_are_reported() -> None:
     [found] = described["certificates"]
     assert found["serial"] == "1234" and found["days_left"] in (9, 10)
     assert "s" * 32 not in json.dumps(described)
+
+
+def test_import_takes_pem_files_and_prints_fingerprints_only(tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = _env(tmp_path, OLD)
+    made = runner.invoke(cli, ["apps", "create", "Import shop"], env=env)
+    assert made.exit_code == 0, made.output
+    app_id = json.loads(made.stdout)["id"]
+    sandbox = runner.invoke(cli, ["sandbox", "credentials", "alipay", "--state-dir", str(tmp_path / "sb")], env=env)
+    alipay = json.loads(sandbox.stdout)
+    (tmp_path / "app_private_key.pem").write_text(alipay["app_private_key"])
+    (tmp_path / "alipay.json").write_text(json.dumps({k: v for k, v in alipay.items() if k != "app_private_key"}))
+    (tmp_path / "not.pem").write_text("not a key")
+
+    refused = runner.invoke(cli, ["keys", "import", app_id, "alipay", "--mode", "test", "--file",
+                                  str(tmp_path / "alipay.json"), "--pem", f"app_private_key={tmp_path / 'not.pem'}"],
+                            env=env)
+    assert refused.exit_code == 2 and "no PEM block" in refused.output
+    imported = runner.invoke(cli, ["keys", "import", app_id, "alipay", "--mode", "test", "--file",
+                                   str(tmp_path / "alipay.json"), "--pem",
+                                   f"app_private_key={tmp_path / 'app_private_key.pem'}"], env=env)
+    assert imported.exit_code == 0, imported.output
+    answer = json.loads(imported.stdout)
+    assert answer["providers"] == ["alipay"] and len(answer["fingerprint"]) == 16
+    body = max(alipay["app_private_key"].splitlines(), key=len)
+    assert body not in imported.output                                  # fingerprints, never the key
+    listed = json.loads(runner.invoke(cli, ["keys", "list"], env=env).stdout)
+    assert [(c["provider"], c["fingerprint"]) for c in listed["credentials"]] == [("alipay", answer["fingerprint"])]
+    exported = runner.invoke(cli, ["audit", "export"], env=env).output
+    assert '"credentials.set"' in exported and body not in exported

@@ -59,6 +59,12 @@ async def test_serve_first_run_prints_keys_and_takes_a_real_payment(serve_env: d
             assert match, printed
             auth = {"Authorization": f"Bearer {match.group(1)}"}
             assert "minigate demo" in printed and "/sandbox/wechatpay/_sandbox/pay" in printed
+            # a test gateway's first start also makes a console admin, whose password is printed once
+            console = re.search(r"sign in as (\S+) with (\S+)", printed)
+            assert console, printed
+            signed = await http.post("/console/login", data={"email": console.group(1), "password": console.group(2),
+                                                             "next": "/console/"})
+            assert signed.status_code == 303 and signed.headers["location"] == "/console/", signed.text[:300]
 
             code = (await http.post("/sandbox/wechat/_sandbox/login", json={"user": "dave"})).json()["code"]
             openid = (await http.post("/v1/wechat/login", headers=auth, json={"code": code})).json()["openid"]

@@ -310,6 +310,27 @@ async def erase_victim_subject(b: Gateway, v: Victim) -> None:
     assert r.status_code == 200, r.text
 
 
+VICTIM_PERSON = {"phone": PHONE, "id_number": ID_NUMBER, "user_id": "victim-user", "openid": "oVictimPayer000000000001"}
+
+
+async def export_victim_everywhere(b: Gateway, v: Victim) -> None:
+    """B names A's person by every identifier: B's own (empty) holdings come back, nothing of A's."""
+    r = await ok(await b.http.post("/v1/privacy/subjects/export", headers=b.auth, json=VICTIM_PERSON))
+    text = json.dumps(r, ensure_ascii=False)
+    for key in ("order", "message", "verification"):
+        assert v.ids[key] not in text, (key, r)
+    assert r["analytics"]["events"] == [], r
+    assert {o["id"] for o in r["kept"]["orders"]["data"]} & {v.ids["order"], v.ids["pending_order"]} == set(), r
+    assert r["identity"]["verifications"] == [] or all(  # B's own check of the same person, never A's
+        item["id"] != v.ids["verification"] for item in r["identity"]["verifications"]), r
+
+
+async def erase_victim_everywhere(b: Gateway, v: Victim) -> None:
+    r = await ok(await b.http.post("/v1/privacy/subjects/erase", headers=b.auth, json=VICTIM_PERSON))
+    assert {o["id"] for o in r["kept"]["orders"]["data"]} & {v.ids["order"], v.ids["pending_order"]} == set(), r
+    assert r["erased"]["analytics_events"] == 0 and r["erased"].get("identity_verifications", 0) <= 1, r
+
+
 async def list_endpoints(b: Gateway, v: Victim) -> None:
     r = await b.http.get("/v1/webhook_endpoints", headers=b.auth)
     without(r, v)
@@ -500,6 +521,8 @@ PROBES: dict[tuple[str, str], Probe] = {
         "providers": s["providers"], "retention_days": 30}),
     ("POST", "/v1/identity/subjects/export"): export_victim_subject,
     ("POST", "/v1/identity/subjects/erase"): erase_victim_subject,
+    ("POST", "/v1/privacy/subjects/export"): export_victim_everywhere,
+    ("POST", "/v1/privacy/subjects/erase"): erase_victim_everywhere,
 }
 
 

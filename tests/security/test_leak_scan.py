@@ -1,6 +1,7 @@
 """Leak scan (B-7, B-15, B-23, C-*): a broad flow — payments on two channels, a refund, webhooks, SMS codes and
 a marketing message, identity checks, and failures of each — with every log line and every API response
-body captured, then scanned for secrets and unmasked personal data.
+body captured, and every page of the admin console reachable by links read, then all scanned for secrets and
+unmasked personal data.
 
 Forbidden everywhere: PEM blocks, full API keys, webhook secrets, the provider secrets of the sandbox, 11-digit
 mainland mobile numbers, 18-character ID numbers, the verification codes, the names used. The API answers may
@@ -23,6 +24,7 @@ from sqlalchemy import update
 
 from minigate.logging import configure_logging
 from tests.conftest import Gateway
+from tests.console.support import ConsoleClient, add_user, crawl
 from tests.security.conftest import record
 
 PHONES = ("13800138091", "13900139092", "15000150093")
@@ -154,7 +156,18 @@ async def flow(gw: Gateway) -> dict[str, Any]:
     await gw.http.post("/v1/identity/verifications", headers=h, json={
         "kind": "face", "name": NAME, "id_number": ID_NUMBER, "image": photo, "consent": CONSENT})
     await gw.http.get("/v1/identity/verifications", headers=h)
-    await gw.http.post("/v1/identity/subjects/export", headers=h, json={"id_number": ID_NUMBER})
+    # one subject request across capabilities (the export is the person's own copy; the erasure reports masked)
+    person = {"phone": PHONES[2], "id_number": ID_NUMBER, "user_id": "u-leak", "openid": openid}
+    for r in [await gw.http.post("/v1/consents", headers=h, json={"purpose": "analytics", "user_id": "u-leak",
+                                                                  "action": "grant", "text_version": "v1"}),
+              await gw.http.post("/v1/consents", headers=h, json={"purpose": "identity_id", "id_number": ID_NUMBER,
+                                                                  "action": "withdraw"}),
+              await gw.http.get("/v1/consents", headers=h, params={"user_id": "u-leak"}),
+              await gw.http.post("/v1/privacy/subjects/export", headers=h, json=person),
+              await gw.http.post("/v1/identity/subjects/export", headers=h, json={"id_number": ID_NUMBER}),
+              await gw.http.post("/v1/privacy/subjects/erase", headers=h, json=person),
+              await gw.http.post("/v1/privacy/subjects/export", headers=h, json=person)]:  # after: kept only
+        assert r.status_code == 200, r.text
     await gw.http.post("/v1/identity/subjects/erase", headers=h, json={"id_number": ID_NUMBER})
     # analytics: events (one carrying a phone number, refused), forwarded to GrowingIO and Youshu, numbers pulled
     await gw.http.put("/v1/analytics/settings", headers=h, json={
@@ -194,7 +207,7 @@ async def flow(gw: Gateway) -> dict[str, Any]:
 
 def allowed_in_body(where: str, value: str, body: str) -> bool:
     """What an answer exists to return: the endpoint's secret (create / rotate), the subject's own export."""
-    if "/v1/identity/subjects/export" in where:
+    if "/v1/identity/subjects/export" in where or "/v1/privacy/subjects/export" in where:
         return True
     if value.startswith("whsec_") and re.match(r"POST /v1/webhook_endpoints(/[^/]+/rotate_secret)? -> 200", where):
         return json.loads(body).get("secret") == value
@@ -208,14 +221,22 @@ async def test_no_secret_or_personal_data_in_logs_or_answers(gateway: Gateway) -
     configure_logging("DEBUG", json=True, stream=stream)
     try:
         seen = await flow(gateway)
+        # the admin console, as an admin sees it: every page reachable by links, with the same data behind it
+        await add_user(gateway.rt, "scan-admin@shop.example", "admin")
+        browser = ConsoleClient.on(gateway.app)
+        assert (await browser.sign_in("scan-admin@shop.example")).status_code == 303
+        console_pages = [(f"console page {path}", html) for path, html in await crawl(browser)]
+        await browser.aclose()
     finally:
         configure_logging("INFO")
         gateway.http.event_hooks = {"request": [], "response": []}
+    assert len(console_pages) > 20, [p for p, _ in console_pages]
+    record("leak scan: console pages", len(console_pages))
     lines = [line for line in stream.getvalue().splitlines() if line.strip()]
     for line in lines:
         json.loads(line)          # each line is one JSON record
     hooks = [(f"webhook {e.get('type')}", json.dumps(e, ensure_ascii=False)) for e in gateway.merchant.events]
-    texts = [(f"log line {i}", line) for i, line in enumerate(lines, 1)] + capture.bodies + hooks
+    texts = [(f"log line {i}", line) for i, line in enumerate(lines, 1)] + capture.bodies + hooks + console_pages
     assert hooks, "the flow must deliver webhooks"
     assert len(lines) > 30 and len(capture.bodies) > 40, (len(lines), len(capture.bodies))
     record("leak scan: log lines", len(lines))

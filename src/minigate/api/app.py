@@ -12,10 +12,11 @@ from fastapi import FastAPI
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from minigate import __version__
+from minigate import __version__, console
 from minigate.api import errors
 from minigate.api.limits import BodyLimitMiddleware
 from minigate.api.routes import analytics, api_keys, audit, exceptions, identity, misc, orders, reconciliation, sms
+from minigate.api.routes import privacy as privacy_routes
 from minigate.config import Settings
 from minigate.services.runtime import Runtime
 from minigate.services.worker import Worker
@@ -73,6 +74,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, migrate: b
     app.include_router(audit.router)
     app.include_router(analytics.router)
     app.include_router(api_keys.router)
+    app.include_router(privacy_routes.router)
+    console.mount(app)
 
     # HSTS when minigate serves TLS itself or is published at an https address
     hsts = settings.tls_cert_file is not None or settings.public_url.startswith("https://")

@@ -88,6 +88,9 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("DELETE", "/v1/analytics/publishable_keys/{key_id}"): _w("analytics"),
     ("GET", "/v1/analytics/persons/{person}/events"): _r("analytics"),
     ("DELETE", "/v1/analytics/persons/{person}"): _w("analytics"),
+    # privacy: one subject request across capabilities (the route also checks every capability's scope)
+    ("POST", "/v1/privacy/subjects/export"): _w("identity"),
+    ("POST", "/v1/privacy/subjects/erase"): _w("identity"),
     # audit
     ("GET", "/v1/audit_events"): _r("audit"),
     # keys

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -16,6 +17,9 @@ if TYPE_CHECKING:
 
 __all__ = ["app", "main"]
 
+#: the console admin a test gateway creates on its first start
+FIRST_ADMIN = "admin@minigate.local"
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=(
     "minigate: payments and third-party services for mini-program backends, with an offline sandbox.\n\n"
     "Start here: `minigate serve` runs the gateway (SQLite and the sandbox built in); "
@@ -27,13 +31,14 @@ app.add_typer(webhooks_app, name="webhooks")
 
 
 def _register_subcommands() -> None:
-    from minigate.cli import audit, keys, privacy, reconcile, sandbox, sms
+    from minigate.cli import audit, console, keys, privacy, reconcile, sandbox, sms
 
     app.add_typer(sandbox.app, name="sandbox", help="The provider simulators, on their own.")
     app.add_typer(sms.app, name="sms", help="SMS: send a templated message as an operator, show a message.")
     app.add_typer(privacy.app, name="privacy", help="Personal information: the data inventory.")
     app.add_typer(keys.app, name="keys", help="Keys: fingerprints, checks, master-key rotation.")
     app.add_typer(audit.app, name="audit", help="The audit trail: verify the chain, export it, purge.")
+    app.add_typer(console.app, name="console", help="Admin console users: add, list, roles, resets.")
     app.command("reconcile")(reconcile.reconcile)
 
 
@@ -59,17 +64,21 @@ def serve(host: Annotated[str | None, typer.Option(help="interface to listen on"
     base = f"{scheme}://{settings.host}:{settings.port}"
     typer.echo(f"minigate gateway on {base}  (mode: {settings.mode}; "
                f"database: {settings.effective_database_url.split('@')[-1]})")
-    if first is not None:
+    if first is not None and "id" in first:
         typer.echo(f"\n  First start: created app {first['id']} ({first['name']}). Its keys are shown once:")
         typer.echo(f"    test key: {first['test_key']}")
         typer.echo(f"    live key: {first['live_key']}  (accepted only with MINIGATE_MODE=live)")
+    if first is not None and "console_password" in first:
+        typer.echo(f"\n  Console: {base}/console  — sign in as {FIRST_ADMIN} with {first['console_password']}"
+                   "\n    (shown once; more users: minigate console add-user EMAIL --role viewer|operator|admin)")
     typer.echo(f"""
   Try it (test mode talks to the built-in sandbox):
     curl -s {base}/v1/orders -H 'Authorization: Bearer <test key>' -H 'Idempotency-Key: order-A1' \\
       -H 'Content-Type: application/json' -d '{{"channel":"wechat_mini","amount":100,"description":"Latte",\\
       "merchant_order_no":"A1","payer":{{"openid":"oDemoUser"}}}}'
     curl -s {base}/sandbox/wechatpay/_sandbox/pay -d '{{"out_trade_no":"<out_trade_no from above>"}}'
-  API docs: {base}/docs   ·   more apps: minigate apps create NAME   ·   full tour: minigate demo
+  API docs: {base}/docs   ·   console: {base}/console
+  more apps: minigate apps create NAME   ·   full tour: minigate demo
 """)
     tls: dict[str, Any] = {}
     if settings.tls_cert_file and settings.tls_key_file:
@@ -122,32 +131,17 @@ def apps_set_credentials(
     mode: Annotated[str, typer.Option(help="live (default), or test to use a provider's own test environment "
                                             "instead of the built-in sandbox")] = "live",
 ) -> None:
-    """Store a provider's live credentials for an app, encrypted at rest."""
+    """Store a provider's live credentials for an app, encrypted at rest (the same as `minigate keys import`)."""
+    from minigate.cli.keys import read_credentials, store_credentials
     from minigate.errors import ApiError
-    from minigate.services.apps import set_credentials
 
+    config = read_credentials(file, None)
     try:
-        config = json.load(file)
-    except json.JSONDecodeError as exc:
-        typer.echo(f"error: {file.name} is not JSON ({exc.msg} at line {exc.lineno})", err=True)
-        raise typer.Exit(2) from None
-    if not isinstance(config, dict):
-        typer.echo("error: the credentials file must hold one JSON object", err=True)
-        raise typer.Exit(2)
-
-    async def run() -> list[str]:
-        rt = await _runtime()
-        try:
-            return await set_credentials(rt, app_id=app_id, mode=mode, provider=provider, config=config)
-        finally:
-            await rt.aclose()
-
-    try:
-        stored = asyncio.run(run())
+        described = asyncio.run(store_credentials(app_id, mode, provider, config))
     except ApiError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"credentials stored for {app_id} ({mode}): {', '.join(stored)}")
+    typer.echo(f"credentials stored for {app_id} ({mode}): {', '.join(described['providers'])}")
 
 
 @webhooks_app.command("redeliver")
@@ -190,10 +184,11 @@ async def _first_run(settings: Settings) -> dict[str, str] | None:
     """Migrate; on an empty database create a first app so the newcomer has keys straight away."""
     from sqlalchemy import func, select
 
+    from minigate.console.users import create_user
     from minigate.services.apps import create_app as create
     from minigate.services.runtime import Runtime
     from minigate.store.migrate import upgrade
-    from minigate.store.tables import App
+    from minigate.store.tables import App, ConsoleUser
 
     rt = Runtime(settings)
     try:
@@ -201,10 +196,18 @@ async def _first_run(settings: Settings) -> dict[str, str] | None:
         await rt.start()
         async with rt.db.transaction() as session:
             count = (await session.execute(select(func.count()).select_from(App))).scalar_one()
+            console_users = (await session.execute(select(func.count()).select_from(ConsoleUser))).scalar_one()
+        first: dict[str, str] = {}
+        if not console_users and settings.mode == "test":
+            # a test gateway gets a console admin at once, so `make run` leads straight to /console
+            password = secrets.token_urlsafe(15)
+            await create_user(rt, email=FIRST_ADMIN, name="Admin", role="admin", password=password)
+            first["console_password"] = password
         if count:
-            return None
+            return first or None
         created = await create(rt, name="My mini-program")
-        return {"id": created.id, "name": created.name, "test_key": created.test_key, "live_key": created.live_key}
+        return {**first, "id": created.id, "name": created.name, "test_key": created.test_key,
+                "live_key": created.live_key}
     finally:
         await rt.aclose()
 

@@ -1,4 +1,5 @@
-"""``minigate keys``: the key inventory (fingerprints only), checks, and master-key rotation (B-8..B-10)."""
+"""``minigate keys``: the key inventory (fingerprints only), checks, and rotation of the key-encryption key
+between master keys and KMS keys (B-8..B-10)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,16 @@ import json
 import os
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
 __all__ = ["app"]
+
+if TYPE_CHECKING:
+    from minigate.services.runtime import Runtime
+    from minigate.store.tables import DataKey
 
 app = typer.Typer(name="keys", no_args_is_help=True,
                   help="Keys: list fingerprints, check stored credentials, rotate the master key.")
@@ -52,7 +58,7 @@ async def _inventory(check: bool) -> tuple[dict[str, Any], list[str]]:
     from minigate.cli import _runtime
     from minigate.services.apps import _config_model
     from minigate.store.tables import AppCredential, DataKey
-    from minigate.vault import LOOKUP_KEY_ID, VaultError
+    from minigate.vault import VaultError
 
     rt = await _runtime()
     problems: list[str] = []
@@ -65,9 +71,12 @@ async def _inventory(check: bool) -> tuple[dict[str, Any], list[str]]:
         out: dict[str, Any] = {
             "master_key": {"fingerprint": _fingerprint(rt.settings.master_key.get_secret_value()),
                            "default": rt.settings.uses_default_master_key},
-            "data_keys": [{"id": k.id, "kind": "lookup" if k.id == LOOKUP_KEY_ID else "data",
-                           "active": k.active, "created": k.created_at.isoformat()} for k in keys],
+            "kms": rt.kms.describe() if rt.kms is not None else None,
+            "new_keys_wrapped_by": _current_kek(rt),
+            "data_keys": [{"id": k.id, "kind": _kind(k), "active": k.active, "created": k.created_at.isoformat(),
+                           "wrapped_by": _wrapped_by(k)} for k in keys],
             "credentials": []}
+        problems.extend(_stragglers(rt, keys))
         for row in creds:
             entry: dict[str, Any] = {"app": row.app_id, "mode": row.mode, "provider": row.provider,
                                      "updated": row.updated_at.isoformat()}
@@ -97,6 +106,74 @@ async def _inventory(check: bool) -> tuple[dict[str, Any], list[str]]:
         await rt.aclose()
 
 
+def read_credentials(file: Any, pems: list[str] | None) -> dict[str, Any]:
+    """A provider's credentials from a JSON file and/or ``FIELD=PATH`` PEM files (a merchant's
+    ``apiclient_key.pem`` as it was downloaded, without escaping it into JSON by hand)."""
+    config: dict[str, Any] = {}
+    if file is not None:
+        try:
+            loaded = json.load(file)
+        except json.JSONDecodeError as exc:
+            raise typer.BadParameter(f"{file.name} is not JSON ({exc.msg} at line {exc.lineno})",
+                                     param_hint="--file") from None
+        if not isinstance(loaded, dict):
+            raise typer.BadParameter("the credentials file must hold one JSON object", param_hint="--file")
+        config.update(loaded)
+    for item in pems or []:
+        field, sep, path = item.partition("=")
+        if not sep or not field or not path:
+            raise typer.BadParameter(f"{item!r}: expected FIELD=PATH", param_hint="--pem")
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise typer.BadParameter(f"{path}: {exc.strerror}", param_hint="--pem") from None
+        if not _PEM.search(text):
+            raise typer.BadParameter(f"{path} holds no PEM block", param_hint="--pem")
+        config[field] = text
+    if not config:
+        raise typer.BadParameter("give --file and/or --pem", param_hint="--file")
+    return config
+
+
+async def store_credentials(app_id: str, mode: str, provider: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Validate, seal and store (an audit entry ``credentials.set``); answer fingerprints, never values."""
+    from minigate.cli import _runtime
+    from minigate.services.apps import set_credentials
+
+    rt = await _runtime()
+    try:
+        stored = await set_credentials(rt, app_id=app_id, mode=mode, provider=provider, config=config)
+        found = await rt.provider_config(app_id, mode, provider)      # as stored (validated, with defaults)
+    finally:
+        await rt.aclose()
+    return {"app": app_id, "mode": mode, "providers": stored,
+            **describe_credentials(provider, found[1] if found else config, datetime.now(UTC))}
+
+
+@app.command("import")
+def import_credentials(
+    app_id: Annotated[str, typer.Argument(help="the app id (app_…)")],
+    provider: Annotated[str, typer.Argument(help="wechatpay, alipay, jdpay, aliyun-sms, tencentcloud, …")],
+    file: Annotated[typer.FileText | None, typer.Option("--file", help="JSON file with the provider's fields")]
+    = None,
+    pem: Annotated[list[str] | None, typer.Option(
+        "--pem", help="FIELD=PATH: a PEM file for one field (repeatable), e.g. merchant_private_key=apiclient_key.pem")]
+    = None,
+    mode: Annotated[str, typer.Option(help="live (default) or test")] = "live",
+) -> None:
+    """Import a provider's keys and credentials for an app: validated (live: checked to work), sealed at rest,
+    audited; prints fingerprints and certificate dates only."""
+    from minigate.errors import ApiError
+
+    config = read_credentials(file, pem)
+    try:
+        described = asyncio.run(store_credentials(app_id, mode, provider, config))
+    except ApiError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(described, indent=2, ensure_ascii=False))
+
+
 @app.command("list")
 def list_keys() -> None:
     """Data keys, the master key's fingerprint, and every stored credential's fingerprints and certificates."""
@@ -116,37 +193,131 @@ def check() -> None:
         raise typer.Exit(1)
 
 
-@app.command("rotate-master")
-def rotate_master(new_key_env: Annotated[str, typer.Option(
-        help="name of the environment variable holding the new master key")] = "MINIGATE_NEW_MASTER_KEY") -> None:
-    """Re-wrap every data key (and the lookup key) with a new master key, in one transaction.
+def _kind(row: DataKey) -> str:
+    from minigate.vault import LOOKUP_KEY_ID, ROOT_KEY_PREFIX
 
-    Nothing else is re-encrypted. Roll out without downtime: start processes with MINIGATE_MASTER_KEY=<new> and
-    MINIGATE_MASTER_KEY_PREVIOUS=<old> (they read either), run this, then drop the previous key."""
+    return "lookup" if row.id == LOOKUP_KEY_ID else "root" if row.id.startswith(ROOT_KEY_PREFIX) else "data"
+
+
+def _wrapped_by(row: DataKey) -> dict[str, str]:
+    from minigate.vault import describe_wrapping
+
+    return describe_wrapping(row.wrapped)
+
+
+def _current_kek(rt: Runtime) -> dict[str, str]:
+    kek = rt.vault.current_kek
+    if kek is None or kek.fingerprint is None:
+        return {"wrapper": "master-key"}
+    return {"wrapper": "root", "root": kek.fingerprint}
+
+
+def _stragglers(rt: Runtime, keys: list[DataKey]) -> list[str]:
+    """Data keys not under the KEK new keys get: made by a process still running with the previous wrapping
+    while a rotation committed. Re-running the rotation re-wraps them."""
+    current = _current_kek(rt)
+    return [f"data key {k.id} is wrapped by {json.dumps(_wrapped_by(k), sort_keys=True)}, not by the current "
+            f"{json.dumps(current, sort_keys=True)}: run `minigate keys rotate-master` again"
+            for k in keys if _kind(k) != "root" and _wrapped_by(k) != current]
+
+
+@app.command("rotate-master")
+def rotate_master(
+    to: Annotated[str, typer.Option(help="wrap the data keys with a new master key ('master') or with a root key "
+                                         "held by the KMS of MINIGATE_KMS ('kms')")] = "master",
+    new_key_env: Annotated[str, typer.Option(
+        help="--to master: the environment variable holding the new master key")] = "MINIGATE_NEW_MASTER_KEY",
+    kms_key_id: Annotated[str | None, typer.Option(
+        help="--to kms: the KMS key to wrap the root key with [default: MINIGATE_KMS_KEY_ID]")] = None,
+) -> None:
+    """Re-wrap every data key and the lookup key (or, KMS to KMS, only the root key) in one transaction.
+
+    Nothing else is re-encrypted and the gateway keeps serving: running processes hold their data keys in
+    memory. To master: start processes with MINIGATE_MASTER_KEY=<new> and MINIGATE_MASTER_KEY_PREVIOUS=<old>
+    (and MINIGATE_KMS still set when leaving a KMS), run this, then drop the previous key. To KMS: start
+    processes with MINIGATE_KMS=... (and the master key still set), run this. Once every process has
+    restarted, run the same command again: it re-wraps any data key a process made under the old wrapping
+    and drops retired root keys. See docs/security.md "KMS"."""
+    if to not in ("master", "kms"):
+        typer.echo("error: --to is 'master' or 'kms'", err=True)
+        raise typer.Exit(2)
     new_key = os.environ.get(new_key_env, "")
-    if len(new_key) < 32:
+    if to == "master" and len(new_key) < 32:
         typer.echo(f"error: ${new_key_env} must hold the new master key (at least 32 characters)", err=True)
         raise typer.Exit(2)
+    count, target = asyncio.run(_rotate("kms" if to == "kms" else "master", new_key, kms_key_id))
+    typer.echo(f"re-wrapped {count} keys; new data keys are wrapped by {target}; restart every process with the "
+               "new configuration, then run this command again to re-wrap what they made in between")
 
-    async def run() -> int:
-        from sqlalchemy import select
 
-        from minigate.cli import _runtime
-        from minigate.store.tables import DataKey
-        from minigate.vault import Vault, WrappedKey
+async def _rotate(to: Literal["master", "kms"], new_key: str, kms_key_id: str | None) -> tuple[int, str]:
+    """The KMS is called before the transaction (one Encrypt, plus one Decrypt when a root exists), so row
+    locks are held only for local AES work."""
+    from sqlalchemy import select
 
-        rt = await _runtime()
-        new = Vault(new_key)
-        try:
-            async with rt.db.transaction() as session:
-                rows = list((await session.execute(select(DataKey).with_for_update())).scalars())
-                for row in rows:
-                    if not rt.vault.can_unwrap(WrappedKey(row.id, row.wrapped)):
-                        raise typer.BadParameter(f"data key {row.id} is not wrapped by the current master key")
-                    row.wrapped = rt.vault.rewrap(WrappedKey(row.id, row.wrapped), new).wrapped
-            return len(rows)
-        finally:
-            await rt.aclose()
+    from minigate.cli import _runtime
+    from minigate.kms import KmsError, build_wrapper, tag
+    from minigate.services import audit
+    from minigate.store.tables import DataKey
+    from minigate.vault import KeyEncryptionKey, VaultError, WrappedKey, root_key_id
 
-    count = asyncio.run(run())
-    typer.echo(f"re-wrapped {count} keys; restart every process with the new MINIGATE_MASTER_KEY")
+    rt = await _runtime()
+    wrapper = None
+    try:
+        async with rt.db.read() as session:
+            before = list((await session.execute(select(DataKey))).scalars())
+        active = next((r for r in before if _kind(r) == "root" and r.active), None)
+        root_row: tuple[str, str] | None = None        # (id, wrapped) of the root key to store
+        if to == "kms":
+            wrapper = build_wrapper(rt.settings, key_ref=kms_key_id)
+            if wrapper is None:
+                typer.echo("error: --to kms needs MINIGATE_KMS (and its key and credentials)", err=True)
+                raise typer.Exit(2)
+            raw = await rt.unwrap_root(active) if active is not None else os.urandom(32)
+            root_id = active.id if active is not None else root_key_id(raw)
+            root_row = (root_id, tag(wrapper, await wrapper.wrap(root_id, raw)))
+            kek = KeyEncryptionKey.root(raw)
+            target = f"root {kek.fingerprint} under {wrapper.name} key {wrapper.key_ref}"
+        else:
+            kek = KeyEncryptionKey.from_master(new_key)
+            target = "the new master key"
+        async with rt.db.transaction() as session:
+            rows = list((await session.execute(select(DataKey).with_for_update())).scalars())
+            now_active = next((r for r in rows if _kind(r) == "root" and r.active), None)
+            if (now_active.id if now_active else None) != (active.id if active else None):
+                raise typer.BadParameter("another rotation committed meanwhile: run this command again")
+            count = 0
+            for row in rows:
+                if _kind(row) == "root":
+                    continue
+                if kek.fingerprint is not None and kek.owns(row.wrapped):
+                    continue                   # already under this root (KMS to KMS re-wraps the root only)
+                raw_key = rt.vault.unwrap_key(WrappedKey(row.id, row.wrapped))
+                row.wrapped = rt.vault.wrap_key(row.id, raw_key, kek).wrapped
+                count += 1
+            referenced = {_wrapped_by(r).get("root") for r in rows if _kind(r) != "root"}
+            for row in rows:
+                if _kind(row) != "root":
+                    continue
+                if root_row is not None and row.id == root_row[0]:
+                    row.wrapped, row.active = root_row[1], True
+                    root_row = None
+                    count += 1
+                elif row.active:              # leaving the KMS: kept, so keys made under it meanwhile still open
+                    row.active = False
+                elif row.id.removeprefix("root-") not in referenced:
+                    await session.delete(row)
+            if root_row is not None:
+                session.add(DataKey(id=root_row[0], wrapped=root_row[1], active=True, created_at=rt.now()))
+                count += 1
+            await audit.record(session, rt, action="keys.rotated", actor="cli",
+                               details={"to": to, "rewrapped": count,
+                                        **({"kms": wrapper.name, "kms_key": wrapper.key_ref} if wrapper else {})})
+        return count, target
+    except (KmsError, VaultError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        if wrapper is not None:
+            await wrapper.aclose()
+        await rt.aclose()

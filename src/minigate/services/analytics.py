@@ -25,6 +25,7 @@ from dataclasses import asdict, is_dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
+from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -112,6 +113,10 @@ class AnalyticsSettings(BaseModel):
     forward: list[ForwardRoute] = Field(default_factory=list, max_length=10)
     #: sources pulled daily (credentials: minigate apps set-credentials APP SOURCE --file ...)
     sources: list[str] = Field(default_factory=list, max_length=10)
+    #: events of an identified user (``user_id``) are kept only while the consent ledger holds a current
+    #: ``analytics`` grant for that user; the others are refused per event (``consent_withdrawn``,
+    #: ``consent_missing``). Anonymous events (no ``user_id``) are not affected.
+    consent_required: bool = False
 
     @field_validator("sources")
     @classmethod
@@ -248,10 +253,13 @@ async def collect(rt: Runtime, ctx: AppContext, body: bytes, *, content_encoding
     except UnicodeDecodeError:
         raise InvalidRequest("the body is not UTF-8 JSON", code="invalid_batch") from None
     try:
-        parsed = ingest.parse_batch(ingest.decode_json(data), app_id=ctx.app_id, mode=ctx.mode,
+        decoded = ingest.decode_json(data)
+        parsed = ingest.parse_batch(decoded, app_id=ctx.app_id, mode=ctx.mode,
                                     received_ms=received_ms, limits=settings.limits(), raw=text)
     except ingest.BatchError as exc:
         raise InvalidRequest(str(exc), param=exc.param, code="invalid_batch") from None
+    if settings.consent_required:
+        await _drop_without_consent(rt, ctx, parsed, decoded)
     await rt.analytics.append([journal_line(r) for r in parsed.records])
     answer: dict[str, Any] = {"accepted": len(parsed.records), "rejected": parsed.rejected}
     if parsed.dropped_fields:
@@ -260,6 +268,38 @@ async def collect(rt: Runtime, ctx: AppContext, body: bytes, *, content_encoding
         log.info("analytics events refused", app=ctx.app_id, refused=len(parsed.rejected),
                  codes=sorted({r["code"] for r in parsed.rejected}))
     return answer
+
+
+CONSENT_DROPS = Counter("minigate_analytics_consent_drops_total",
+                        "Analytics events refused for an identified user without a current analytics consent",
+                        ["code"])
+
+
+async def _drop_without_consent(rt: Runtime, ctx: AppContext, parsed: ingest.Parsed, decoded: Any) -> None:
+    """Remove the events of users whose latest ``analytics`` consent is not a grant (one ledger read per batch)."""
+    from minigate.services import consents
+
+    users = {r["user_id"] for r in parsed.records if r.get("user_id")}
+    if not users:
+        return
+    by_hash = {person_hash(rt, ctx, user): user for user in users}
+    latest = await consents.latest_actions(rt, ctx, list(by_hash), consents.ANALYTICS)
+    refused = {user: ("consent_withdrawn" if latest.get(h) == "withdraw" else "consent_missing")
+               for h, user in by_hash.items() if latest.get(h) != "grant"}
+    if not refused:
+        return
+    events = decoded.get("events") if isinstance(decoded, dict) else None
+    index_of = {e.get("id"): i for i, e in enumerate(events or []) if isinstance(e, dict)}
+    kept = []
+    for record in parsed.records:
+        code = refused.get(record.get("user_id") or "")
+        if code is None:
+            kept.append(record)
+            continue
+        CONSENT_DROPS.labels(code).inc()
+        parsed.rejected.append({"index": index_of.get(record["event_id"]), "id": record["event_id"], "code": code,
+                                "message": "the user has no current analytics consent"})
+    parsed.records = kept
 
 
 # --------------------------------------------------------------------------- server events
@@ -467,6 +507,30 @@ def _subject_hash(rt: Runtime, ctx: AppContext, person: str) -> str:
     return rt.vault.lookup_hash(person, context=f"analytics-person:{ctx.app_id}")
 
 
+def person_hash(rt: Runtime, ctx: AppContext, person: str) -> str:
+    """The keyed hash a user or device id is filed under (consent ledger, deletion records)."""
+    return _subject_hash(rt, ctx, person)
+
+
+async def person_events(rt: Runtime, ctx: AppContext, person: str) -> list[dict[str, Any]]:
+    """Every stored event of a person (user id or device id), ready for JSON."""
+    from minigate.analytics import queries
+
+    await rt.analytics.flush()
+    rows = await rt.analytics.read(lambda con: queries.person_events(con, ctx.app_id, ctx.mode, person))
+    return list(_json_ready(rows))
+
+
+async def delete_person_events(rt: Runtime, ctx: AppContext, person: str) -> tuple[int, list[str]]:
+    """Delete a person's events; (how many, the destinations they may have been forwarded to)."""
+    from minigate.analytics import queries
+
+    await rt.analytics.flush()
+    count = await rt.analytics.write(lambda con: queries.erase_person(con, ctx.app_id, ctx.mode, person))
+    settings = await settings_section.load(rt, ctx)
+    return count, [route.provider for route in settings.forward]
+
+
 async def export_person(rt: Runtime, ctx: AppContext, person: str) -> dict[str, Any]:
     from minigate.analytics import queries
 
@@ -479,12 +543,7 @@ async def export_person(rt: Runtime, ctx: AppContext, person: str) -> dict[str, 
 
 
 async def erase_person(rt: Runtime, ctx: AppContext, person: str) -> dict[str, Any]:
-    from minigate.analytics import queries
-
-    await rt.analytics.flush()
-    count = await rt.analytics.write(lambda con: queries.erase_person(con, ctx.app_id, ctx.mode, person))
-    settings = await settings_section.load(rt, ctx)
-    forwarded_to = [route.provider for route in settings.forward]
+    count, forwarded_to = await delete_person_events(rt, ctx, person)
     async with rt.db.transaction() as session:
         session.add(DeletionRecord(app_id=ctx.app_id, mode=ctx.mode, reason="subject_erasure",
                                    data_class="analytics_events", subject_hash=_subject_hash(rt, ctx, person),

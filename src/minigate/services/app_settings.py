@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from minigate.errors import InvalidRequest
+from minigate.services import audit
 from minigate.services.apps import AppContext
 from minigate.services.runtime import Runtime
 from minigate.store.tables import AppSetting
@@ -52,7 +53,9 @@ class Section(Generic[M]):
         self._cache[key] = (time.monotonic(), settings)
         return settings
 
-    async def save(self, rt: Runtime, ctx: AppContext, data: dict[str, Any]) -> M:
+    async def save(self, rt: Runtime, ctx: AppContext, data: dict[str, Any], *, change: str | None = None) -> M:
+        """Validate and store; an ``<section>_settings.updated`` audit entry commits with it (``change``: what a
+        person said they changed, e.g. "template order_paid")."""
         try:
             settings = self.model.model_validate(data)
         except ValidationError as exc:
@@ -69,5 +72,8 @@ class Section(Generic[M]):
             else:
                 row.data = stored
                 row.updated_at = rt.now()
+            await audit.record(session, rt, action=f"{self.name}_settings.updated", app_id=ctx.app_id, mode=ctx.mode,
+                               target=ctx.app_id, details={"fields": sorted(stored), **({"change": change}
+                                                                                       if change else {})})
         self._cache.pop((id(rt), ctx.app_id, ctx.mode), None)
         return settings

@@ -6,6 +6,8 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,8 +25,9 @@ from minigate.services.ids import new_id
 from minigate.services.runtime import Runtime
 from minigate.store.tables import ApiKey, App, AppCredential
 
-__all__ = ["RESOURCES", "AppContext", "CreatedApp", "authenticate", "create_api_key", "create_app", "grants",
-           "list_api_keys", "normalise_scopes", "revoke_api_key", "roll_api_key", "set_credentials"]
+__all__ = ["API_KEY_CACHE_SECONDS", "RESOURCES", "AppContext", "CreatedApp", "app_exists", "authenticate",
+           "create_api_key", "create_app", "forget_api_keys", "grants", "list_api_keys", "normalise_scopes",
+           "revoke_api_key", "roll_api_key", "set_credentials"]
 
 #: login clients that are not payment providers
 _LOGIN_MODELS: dict[str, Any] = {"wechat": WeChatMiniProgramConfig}
@@ -115,8 +118,75 @@ async def create_app(rt: Runtime, *, name: str) -> CreatedApp:
     return CreatedApp(id=app.id, name=app.name, test_key=keys["test"], live_key=keys["live"])
 
 
+#: how long an accepted API key is taken from this process's memory instead of the database. A key revoked (or
+#: rolled) through this process is forgotten at once; one revoked by another process or straight in the database
+#: is refused by this one at most this many seconds later. Expiry is checked on every request, cached or not.
+API_KEY_CACHE_SECONDS = 5.0
+#: accepted keys remembered per process at most (only keys that authenticated are kept, so guessing cannot fill it)
+_API_KEY_CACHE_SIZE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _AcceptedKey:
+    """What authentication needs of a key row, without the ORM object (no session, no lazy loads)."""
+
+    id: str
+    app_id: str
+    mode: str
+    digest: str
+    scopes: tuple[str, ...]
+    expires_at: datetime | None
+    read_at: float
+
+
+#: per runtime (tests run several gateways with different databases in one process): digest -> accepted key
+_accepted: weakref.WeakKeyDictionary[Runtime, dict[str, _AcceptedKey]] = weakref.WeakKeyDictionary()
+
+
+def _key_cache(rt: Runtime) -> dict[str, _AcceptedKey]:
+    cache = _accepted.get(rt)
+    if cache is None:
+        cache = _accepted[rt] = {}
+    return cache
+
+
+#: per runtime: app id -> when it was last read and found (apps are never deleted; the time bounds the memory's age)
+_known_apps: weakref.WeakKeyDictionary[Runtime, dict[str, float]] = weakref.WeakKeyDictionary()
+
+
+async def app_exists(rt: Runtime, app_id: str) -> bool:
+    """Whether the app exists, from memory for :data:`API_KEY_CACHE_SECONDS` after a read found it: a provider
+    callback asks this before anything else, and it was a transaction of its own per notification."""
+    known = _known_apps.get(rt)
+    if known is None:
+        known = _known_apps[rt] = {}
+    seen = known.get(app_id)
+    if seen is not None and time.monotonic() - seen < API_KEY_CACHE_SECONDS:
+        return True
+    async with rt.db.read() as session:
+        found = (await session.execute(select(App.id).where(App.id == app_id))).scalar_one_or_none() is not None
+    if found:
+        if len(known) >= _API_KEY_CACHE_SIZE:
+            known.clear()
+        known[app_id] = time.monotonic()
+    return found
+
+
+def forget_api_keys(rt: Runtime, key_id: str | None = None) -> None:
+    """Drop the remembered key ``key_id`` (every key when None), so its next use reads the database."""
+    cache = _key_cache(rt)
+    if key_id is None:
+        cache.clear()
+        return
+    for digest in [d for d, k in cache.items() if k.id == key_id]:
+        del cache[digest]
+
+
 async def authenticate(rt: Runtime, authorization: str | None) -> AppContext:
-    """``Authorization: Bearer mg_test_…`` -> the app. The digest lookup is exact; no timing leak on the key."""
+    """``Authorization: Bearer mg_test_…`` -> the app. The digest lookup is exact; no timing leak on the key.
+
+    A key that authenticated is remembered for :data:`API_KEY_CACHE_SECONDS`: every API request needs it, and
+    reading it each time was a database transaction per request."""
     if not authorization:
         raise AuthenticationFailed("missing API key: send Authorization: Bearer <key>", code="missing_api_key")
     scheme, _, key = authorization.partition(" ")
@@ -125,6 +195,14 @@ async def authenticate(rt: Runtime, authorization: str | None) -> AppContext:
         await audit.record_auth_failure(rt, "malformed_api_key")
         raise AuthenticationFailed("malformed API key", code="invalid_api_key")
     digest = _digest(key)
+    cache = _key_cache(rt)
+    accepted = cache.get(digest)
+    if accepted is not None and time.monotonic() - accepted.read_at < API_KEY_CACHE_SECONDS \
+            and hmac.compare_digest(accepted.digest, digest) \
+            and (accepted.expires_at is None or accepted.expires_at > rt.now()):
+        audit.bind_api_key(accepted.id)
+        return AppContext(app_id=accepted.app_id, mode=accepted.mode, key_id=accepted.id, scopes=accepted.scopes)
+    cache.pop(digest, None)
     async with rt.db.read() as session:
         row = (await session.execute(select(ApiKey).where(ApiKey.digest == digest))).scalar_one_or_none()
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.digest, digest):
@@ -138,7 +216,12 @@ async def authenticate(rt: Runtime, authorization: str | None) -> AppContext:
         raise AuthenticationFailed("live keys are refused: this gateway runs in test mode (MINIGATE_MODE=test)",
                                    code="live_mode_disabled")
     audit.bind_api_key(row.id)
-    return AppContext(app_id=row.app_id, mode=row.mode, key_id=row.id, scopes=tuple(row.scopes or ()))
+    scopes = tuple(row.scopes or ())
+    if len(cache) >= _API_KEY_CACHE_SIZE:
+        cache.clear()
+    cache[digest] = _AcceptedKey(id=row.id, app_id=row.app_id, mode=row.mode, digest=row.digest, scopes=scopes,
+                                 expires_at=row.expires_at, read_at=time.monotonic())
+    return AppContext(app_id=row.app_id, mode=row.mode, key_id=row.id, scopes=scopes)
 
 
 # -- key management (/v1/api_keys) ----------------------------------------------------------------------------
@@ -229,6 +312,7 @@ async def roll_api_key(rt: Runtime, ctx: AppContext, key_id: str, *, expire_prev
         await session.flush()
         await audit.record(session, rt, action="api_key.rolled", app_id=ctx.app_id, mode=ctx.mode, target=old.id,
                            details={"new_key": row.id, "previous_expires": _ts(old.expires_at)})
+    forget_api_keys(rt, old.id)      # its new expiry applies to this process's next request
     return key_view(row, key=key) | {"previous": key_view(old)}
 
 
@@ -240,6 +324,7 @@ async def revoke_api_key(rt: Runtime, ctx: AppContext, key_id: str) -> dict[str,
             row.revoked_at = rt.now()
             await audit.record(session, rt, action="api_key.revoked", app_id=ctx.app_id, mode=ctx.mode,
                                target=row.id, details={"self": row.id == ctx.key_id})
+    forget_api_keys(rt, row.id)      # refused from this process's next request on, not after the cache's seconds
     return key_view(row)
 
 

@@ -38,7 +38,7 @@ from minigate.store.tables import AuditEntry, AuditHead, DeletionRecord
 from minigate.vault import VaultError
 
 __all__ = ["GENESIS", "MIN_RETENTION_DAYS", "PurgeReport", "VerifyReport", "actor_for", "bind_api_key",
-           "canonical", "entry_view", "export", "list_entries", "purge", "record", "record_auth_failure",
+           "bind_actor", "canonical", "entry_view", "export", "list_entries", "purge", "record", "record_auth_failure",
            "record_now", "verify"]
 
 log = get_logger("minigate.audit")
@@ -59,9 +59,15 @@ def bind_api_key(key_id: str) -> None:
     _api_key.set(key_id)
 
 
+def bind_actor(actor: str) -> None:
+    """A signed-in console user (``console:<user id>``) becomes the actor of entries recorded for this request."""
+    _api_key.set(actor)
+
+
 def actor_for(source: str) -> str | None:
-    """The actor for an action started by ``source`` (api: the request's key; None lets :func:`record` pick)."""
-    return {"api": None, "cli": "cli", "console": "cli", "worker": "worker"}.get(source, "system")
+    """The actor for an action started by ``source`` (api, console: the request's key or signed-in person;
+    None lets :func:`record` pick)."""
+    return {"api": None, "cli": "cli", "console": None, "worker": "worker"}.get(source, "system")
 
 
 _KEY_CONTEXT = "audit-chain-key"

@@ -1,9 +1,11 @@
-"""The consent ledger: append-only grants and withdrawals per subject and purpose (C-17; PIPL).
+"""The consent ledger, one for every purpose: append-only grants and withdrawals per subject (C-2, C-3, C-17).
 
-A subject is identified by a keyed hash (for SMS: of the E.164 number), so the ledger holds no clear
-personal data; evidence (text version, source, masked number, keyword of an opt-out reply) is kept with
-each row. The latest row for (app, mode, subject, purpose) is the current state; withdrawal takes effect
-at once, for every process (it is a database read, not a cache).
+Purposes and the identifier each is filed under (a keyed hash of it, so the ledger holds no clear personal
+data): ``marketing_sms`` — the E.164 number; ``identity_id`` and ``identity_biometric`` — the ID number, or
+the merchant's reference for the person (voiceprints); ``analytics`` — the app's user id. Evidence (text
+version, source, masked number, keyword of an opt-out reply) is kept with each row. The latest row for (app,
+mode, subject, purpose) is the current state; withdrawal takes effect at once, for every process (it is a
+database read, not a cache).
 """
 
 from __future__ import annotations
@@ -17,10 +19,14 @@ from minigate.services.apps import AppContext
 from minigate.services.runtime import Runtime
 from minigate.store.tables import ConsentRecord
 
-__all__ = ["MARKETING_SMS", "PURPOSES", "current", "grant", "has_consent", "history", "record_view", "withdraw"]
+__all__ = ["ANALYTICS", "IDENTITY_BIOMETRIC", "IDENTITY_ID", "MARKETING_SMS", "PURPOSES", "current", "grant",
+           "has_consent", "history", "latest_actions", "record_view", "subject_history", "withdraw"]
 
 MARKETING_SMS = "marketing_sms"
-PURPOSES = frozenset({MARKETING_SMS})
+IDENTITY_ID = "identity_id"
+IDENTITY_BIOMETRIC = "identity_biometric"
+ANALYTICS = "analytics"
+PURPOSES = frozenset({MARKETING_SMS, IDENTITY_ID, IDENTITY_BIOMETRIC, ANALYTICS})
 
 
 async def _add(rt: Runtime, ctx: AppContext, subject_hash: str, purpose: str, action: str, *, source: str,
@@ -66,6 +72,30 @@ async def history(rt: Runtime, ctx: AppContext, subject_hash: str, purpose: str)
             ConsentRecord.app_id == ctx.app_id, ConsentRecord.mode == ctx.mode,
             ConsentRecord.subject_hash == subject_hash, ConsentRecord.purpose == purpose)
             .order_by(ConsentRecord.id.desc()))).scalars())
+
+
+async def latest_actions(rt: Runtime, ctx: AppContext, subject_hashes: list[str], purpose: str) -> dict[str, str]:
+    """The current action (``grant`` | ``withdraw``) of each subject that has one, in one read."""
+    if not subject_hashes:
+        return {}
+    async with rt.db.read() as session:
+        rows = (await session.execute(select(ConsentRecord.subject_hash, ConsentRecord.action).where(
+            ConsentRecord.app_id == ctx.app_id, ConsentRecord.mode == ctx.mode, ConsentRecord.purpose == purpose,
+            ConsentRecord.subject_hash.in_(sorted(set(subject_hashes)))).order_by(ConsentRecord.id))).all()
+    return {subject: action for subject, action in rows}      # ascending ids: the last row wins
+
+
+async def subject_history(rt: Runtime, ctx: AppContext, subject_hashes: list[str],
+                          purposes: frozenset[str] | None = None) -> list[ConsentRecord]:
+    """Every row of these subjects (any purpose, or those given), newest first."""
+    if not subject_hashes:
+        return []
+    query = select(ConsentRecord).where(ConsentRecord.app_id == ctx.app_id, ConsentRecord.mode == ctx.mode,
+                                        ConsentRecord.subject_hash.in_(sorted(set(subject_hashes))))
+    if purposes is not None:
+        query = query.where(ConsentRecord.purpose.in_(sorted(purposes)))
+    async with rt.db.read() as session:
+        return list((await session.execute(query.order_by(ConsentRecord.id.desc()))).scalars())
 
 
 def record_view(row: ConsentRecord) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import weakref
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,11 +17,12 @@ from minigate.services import audit
 from minigate.services.apps import AppContext
 from minigate.services.ids import new_id
 from minigate.services.runtime import Runtime
+from minigate.store.db import after_commit
 from minigate.store.tables import Event, WebhookDelivery, WebhookEndpoint
 
 __all__ = ["EVENT_TYPES", "create_endpoint", "delete_endpoint", "delivery_view", "emit", "endpoint_view",
-           "event_view", "get_endpoint", "list_deliveries", "list_endpoints", "redeliver", "rotate_secret",
-           "signing_secrets"]
+           "event_view", "get_endpoint", "list_deliveries", "list_endpoints", "outbox_signal", "redeliver",
+           "rotate_secret", "signing_secrets"]
 
 EVENT_TYPES = frozenset({
     "order.paid", "order.closed", "order.paid_after_close",
@@ -27,6 +30,19 @@ EVENT_TYPES = frozenset({
     "sms.delivered", "sms.failed",
     "identity.verified", "identity.failed",
 })
+
+
+#: per runtime: set when a transaction of this process committed new webhook deliveries
+_outbox_signals: weakref.WeakKeyDictionary[Runtime, asyncio.Event] = weakref.WeakKeyDictionary()
+
+
+def outbox_signal(rt: Runtime) -> asyncio.Event:
+    """The event this process's webhook worker waits on, so a delivery starts as soon as its row is committed
+    instead of at the next poll (other processes' rows are still found by polling)."""
+    signal = _outbox_signals.get(rt)
+    if signal is None:
+        signal = _outbox_signals[rt] = asyncio.Event()
+    return signal
 
 
 async def emit(session: AsyncSession, rt: Runtime, *, app_id: str, mode: str, type: str, obj: dict[str, Any],
@@ -40,10 +56,14 @@ async def emit(session: AsyncSession, rt: Runtime, *, app_id: str, mode: str, ty
     endpoints = (await session.execute(select(WebhookEndpoint).where(
         WebhookEndpoint.app_id == app_id, WebhookEndpoint.mode == mode,
         WebhookEndpoint.enabled.is_(True)))).scalars().all()
+    queued = False
     for endpoint in endpoints:
         if "*" in endpoint.enabled_events or type in endpoint.enabled_events:
             session.add(WebhookDelivery(event_id=event.id, endpoint_id=endpoint.id, app_id=app_id,
                                         status="pending", attempts=0, next_attempt_at=now, created_at=now))
+            queued = True
+    if queued:
+        after_commit(session, outbox_signal(rt).set)
     from minigate.services.analytics import queue_server_event
     from minigate.services.sms import queue_for_event
 
@@ -80,6 +100,9 @@ async def create_endpoint(rt: Runtime, ctx: AppContext, *, url: str, enabled_eve
                                enabled_events=events, enabled=True, created_at=rt.now())
     async with rt.db.transaction() as session:
         session.add(endpoint)
+        await session.flush()
+        await audit.record(session, rt, action="webhook_endpoint.created", app_id=ctx.app_id, mode=ctx.mode,
+                           target=endpoint.id, details={"enabled_events": events})
     view = endpoint_view(endpoint)
     view["secret"] = secret          # shown once
     return view
@@ -132,6 +155,8 @@ async def rotate_secret(rt: Runtime, ctx: AppContext, endpoint_id: str, *, overl
         row.previous_secret_sealed = row.secret_sealed if overlap_seconds else None
         row.previous_secret_expires_at = now + timedelta(seconds=overlap_seconds) if overlap_seconds else None
         row.secret_sealed = rt.vault.seal(secret, context="webhook-secret")
+        await audit.record(session, rt, action="webhook_endpoint.secret_rotated", app_id=ctx.app_id,
+                           mode=ctx.mode, target=endpoint_id, details={"overlap_seconds": overlap_seconds})
     view = endpoint_view(row)
     view["secret"] = secret
     view["previous_secret_expires_at"] = int(row.previous_secret_expires_at.timestamp()) \
@@ -160,6 +185,8 @@ async def redeliver(rt: Runtime, *, event: Event, endpoint_ids: list[str] | None
                                             status="pending", attempts=0, next_attempt_at=now, created_at=now))
             else:
                 row.status, row.next_attempt_at, row.created_at, row.locked_until = "pending", now, now, None
+        if endpoints:
+            after_commit(session, outbox_signal(rt).set)
         await audit.record(session, rt, action="webhook.redelivered", app_id=event.app_id, mode=event.mode,
                            target=event.id, details={"endpoints": sorted(e.id for e in endpoints)},
                            fallback_actor="cli")
@@ -193,3 +220,5 @@ async def delete_endpoint(rt: Runtime, ctx: AppContext, endpoint_id: str) -> Non
         row = await session.get(WebhookEndpoint, endpoint_id)
         if row is not None:
             row.enabled = False
+            await audit.record(session, rt, action="webhook_endpoint.disabled", app_id=ctx.app_id, mode=ctx.mode,
+                               target=endpoint_id)

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from minigate.errors import InvalidRequest, NotFound, OutcomeUnknown
 from minigate.logging import get_logger
+from minigate.services import audit
 from minigate.services.apps import AppContext
 from minigate.services.ids import new_id
 from minigate.services.orders import lock_order, record
@@ -97,6 +98,9 @@ async def resolve_exception(rt: Runtime, ctx: AppContext, exception_id: str, act
             refund_id = row.refund_id = refund.id
         row.status, row.resolution, row.resolved_at = "resolved", action, now
         record(session, order, f"exception.resolved.{action}", source="api", now=now, data={"exception": row.id})
+        await audit.record(session, rt, action="payment_exception.resolved", app_id=row.app_id, mode=row.mode,
+                           target=row.id, details={"resolution": action, "kind": row.kind, "order": row.order_id},
+                           fallback_actor="cli")
     if refund_id is not None:
         try:
             await complete_refund(rt, refund_id, source="api")

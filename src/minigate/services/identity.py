@@ -14,7 +14,7 @@ import time
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,11 +31,12 @@ from minigate.identity import InvalidIdentity, mask_id_number, mask_name, parse_
 from minigate.logging import get_logger
 from minigate.providers import registry
 from minigate.providers.bases.identity import FaceImage, Outcome, PersonId, Verdict, VoiceSample
-from minigate.services import audit, consents
+from minigate.services import audit, consents, person_keys
+from minigate.services.app_settings import Section
 from minigate.services.apps import AppContext
 from minigate.services.ids import new_id
 from minigate.services.runtime import Runtime
-from minigate.store.tables import AppSetting, ConsentRecord, DeletionRecord, IdentityVerification
+from minigate.store.tables import ConsentRecord, DeletionRecord, IdentityVerification
 
 __all__ = ["CONSENT_PURPOSES", "IdentitySettings", "check_due_verifications", "create_verification",
            "erase_subject", "export_subject", "get_verification", "list_verifications", "purge_expired",
@@ -72,39 +73,23 @@ class IdentitySettings(BaseModel):
     #: verification records (outcome, score, provider reference) are deleted after this many days
     record_retention_days: int = Field(default=1095, ge=1, le=3650)
 
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, value: dict[Kind, list[str]]) -> dict[Kind, list[str]]:
+        for names in value.values():
+            for name in names:
+                if registry.identity_spec(name) is None:
+                    raise ValueError(f"unknown identity provider {name!r}")
+        return value
 
-async def _settings(rt: Runtime, ctx: AppContext) -> IdentitySettings:
-    async with rt.db.read() as session:
-        row = (await session.execute(select(AppSetting).where(
-            AppSetting.app_id == ctx.app_id, AppSetting.mode == ctx.mode, AppSetting.section == "identity"))
-        ).scalar_one_or_none()
-    return IdentitySettings.model_validate(row.data) if row is not None else IdentitySettings()
+
+#: stored in ``app_settings`` (section ``identity``), validated, cached briefly, changes audited
+settings_section = Section("identity", IdentitySettings, error_code="invalid_identity_settings", label="identity")
+_settings = settings_section.load
 
 
 async def save_settings(rt: Runtime, ctx: AppContext, data: dict[str, Any]) -> IdentitySettings:
-    try:
-        settings = IdentitySettings.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise InvalidRequest(f"invalid identity settings: {first.get('msg')}",
-                             param=".".join(str(p) for p in first.get("loc", ())) or None,
-                             code="invalid_identity_settings") from None
-    for names in settings.providers.values():
-        for name in names:
-            if registry.identity_spec(name) is None:
-                raise InvalidRequest(f"unknown identity provider {name!r}", param="providers",
-                                     code="invalid_identity_settings")
-    async with rt.db.transaction() as session:
-        row = (await session.execute(select(AppSetting).where(
-            AppSetting.app_id == ctx.app_id, AppSetting.mode == ctx.mode, AppSetting.section == "identity"))
-        ).scalar_one_or_none()
-        stored = settings.model_dump(mode="json", exclude_defaults=True)
-        if row is None:
-            session.add(AppSetting(app_id=ctx.app_id, mode=ctx.mode, section="identity", data=stored,
-                                   updated_at=rt.now()))
-        else:
-            row.data, row.updated_at = stored, rt.now()
-    return settings
+    return await settings_section.save(rt, ctx, data)
 
 
 # --------------------------------------------------------------------------- create
@@ -178,13 +163,16 @@ async def create_verification(rt: Runtime, ctx: AppContext, body: dict[str, Any]
     row = IdentityVerification(
         id=new_id("idv"), app_id=ctx.app_id, mode=ctx.mode, kind=kind, action=action, provider=None,
         status="pending", reason=None, subject_hash=subject,
-        name_sealed=rt.vault.seal(person.name, context=NAME_CONTEXT) if person else None,
-        id_number_sealed=rt.vault.seal(person.id_number, context=ID_CONTEXT) if person else None,
+        name_sealed=None, id_number_sealed=None,
         masked=({"name": mask_name(person.name), "id_number": mask_id_number(person.id_number)} if person
                 else {"subject": f"{str(body['subject'])[:2]}***"}),
         attempts=[], metadata_={k: str(v)[:200] for k, v in (body.get("metadata") or {}).items()},
         created_at=now, updated_at=now)
     async with rt.db.transaction() as session:
+        if person is not None:        # sealed under the person's key: their erasure shreds every copy
+            keys = await person_keys.sealer(rt, ctx, subject, session=session)
+            row.name_sealed = keys.seal(person.name, context=NAME_CONTEXT)
+            row.id_number_sealed = keys.seal(person.id_number, context=ID_CONTEXT)
         session.add(record)
         await session.flush()
         row.consent_record_id = record.id
@@ -437,33 +425,45 @@ async def export_subject(rt: Runtime, ctx: AppContext, *, id_number: str | None 
             ConsentRecord.subject_hash == key).order_by(ConsentRecord.id))).scalars())
     await audit.record_now(rt, action="identity.exported", app_id=ctx.app_id, mode=ctx.mode, target=key,
                            details={"verifications": len(rows), "consents": len(consent_rows)})
-    items = []
-    for row in rows:
-        item = verification_view(row)
-        item.pop("client_params", None)
-        if row.name_sealed and row.id_number_sealed:
-            item["person"] = {"name": rt.vault.open(row.name_sealed, context=NAME_CONTEXT),
-                              "id_number": rt.vault.open(row.id_number_sealed, context=ID_CONTEXT)}
-        items.append(item)
+    items = await verifications_in_clear(rt, rows)
     log.info("identity data exported", app_id=ctx.app_id, verifications=len(items))
     return {"object": "identity_export", "generated": int(time.time()), "verifications": items,
             "consents": [consents.record_view(c) for c in consent_rows]}
 
 
+async def verifications_in_clear(rt: Runtime, rows: list[IdentityVerification]) -> list[dict[str, Any]]:
+    """Verification views with the name and ID number opened (the person's own copy); a value whose person key
+    was shredded reads as ``[erased]``."""
+    sealed = [r for r in rows if r.name_sealed and r.id_number_sealed]
+    opened = await person_keys.open_many(rt, [pair for r in sealed for pair in (
+        (r.name_sealed or "", NAME_CONTEXT), (r.id_number_sealed or "", ID_CONTEXT))])
+    clear = {r.id: {"name": opened[2 * i], "id_number": opened[2 * i + 1]} for i, r in enumerate(sealed)}
+    items = []
+    for row in rows:
+        item = verification_view(row)
+        item.pop("client_params", None)
+        if row.id in clear:
+            item["person"] = clear[row.id]
+        items.append(item)
+    return items
+
+
 async def erase_subject(rt: Runtime, ctx: AppContext, *, id_number: str | None = None,
                         subject: str | None = None) -> dict[str, Any]:
-    """Erase one person's identity data (C-8): their verifications are deleted; a deletion record says what and
-    when. Consent records stay: they are the evidence that processing was lawful (kept per C-17)."""
+    """Erase one person's identity data (C-8): their verifications are deleted and their person key shredded (so
+    no backup copy of the name or ID number opens any more); a deletion record says what and when. Consent
+    records stay: they are the evidence that processing was lawful (kept per C-17)."""
     key = _subject(rt, id_number, subject)
     now = rt.now()
     async with rt.db.transaction() as session:
         gone = (await session.execute(delete(IdentityVerification).where(
             IdentityVerification.app_id == ctx.app_id, IdentityVerification.mode == ctx.mode,
             IdentityVerification.subject_hash == key).returning(IdentityVerification.id))).all()
+        shredded = await person_keys.shred(session, ctx, [key])
         session.add(DeletionRecord(app_id=ctx.app_id, mode=ctx.mode, reason="subject_erasure",
                                    data_class="identity.verifications", subject_hash=key, count=len(gone),
-                                   created_at=now))
+                                   details={"person_keys_shredded": shredded}, created_at=now))
         await audit.record(session, rt, action="identity.erased", app_id=ctx.app_id, mode=ctx.mode, target=key,
-                           details={"verifications": len(gone)})
+                           details={"verifications": len(gone), "person_keys_shredded": shredded})
     log.info("identity data erased", app_id=ctx.app_id, verifications=len(gone))
     return {"object": "identity_erasure", "deleted_verifications": len(gone), "at": int(now.timestamp())}

@@ -14,10 +14,11 @@ from minigate.domain.results import Notification, NotificationKind
 from minigate.errors import NotificationRejected
 from minigate.logging import get_logger
 from minigate.providers.bases.payment import NotificationReply, PaymentProvider
+from minigate.services.apps import app_exists
 from minigate.services.orders import apply_trade_status, lock_order
 from minigate.services.refunds import apply_refund_status, lock_refund
 from minigate.services.runtime import Runtime
-from minigate.store.tables import App, InboundNotification, Order, OrderEvent, Refund
+from minigate.store.tables import InboundNotification, Order, OrderEvent, Refund
 
 __all__ = ["handle_notification"]
 
@@ -36,9 +37,7 @@ async def handle_notification(rt: Runtime, *, provider_name: str, mode: str, app
     if mode not in ("test", "live") or (mode == "live" and rt.settings.mode != "live"):
         return await _reject(rt, None, provider_name, app_id, mode, headers, body,
                              NotificationRejected("unknown_route", "no such notification route", http_status=404))
-    async with rt.db.read() as session:
-        app = await session.get(App, app_id)
-    if app is None:
+    if not await app_exists(rt, app_id):
         return await _reject(rt, None, provider_name, None, mode, headers, body,
                              NotificationRejected("unknown_app", "no such app", http_status=404))
     provider = await rt.payment_provider(app_id, mode, provider_name)
@@ -93,12 +92,13 @@ async def _transition(rt: Runtime, session: Any, provider_name: str, app_id: str
     refused even when it reuses a genuine event's id (JD derives ids from the trade, not the message)."""
     if notification.kind is NotificationKind.PAYMENT and notification.trade is not None:
         trade = notification.trade
-        order_id = (await session.execute(select(Order.id).where(
+        # found and locked in one statement, read as committed now (populate_existing), like lock_order
+        order = (await session.execute(select(Order).where(
             Order.provider == provider_name, Order.out_trade_no == trade.out_trade_no,
-            Order.app_id == app_id, Order.mode == mode))).scalar_one_or_none()
-        if order_id is None:
+            Order.app_id == app_id, Order.mode == mode).with_for_update()
+            .execution_options(populate_existing=True))).scalar_one_or_none()
+        if order is None:
             raise NotificationRejected("unknown_order", "no order with this out_trade_no", http_status=404)
-        order = await lock_order(session, order_id)
         if trade.amount_total is not None and trade.amount_total != order.amount:
             raise NotificationRejected("amount_mismatch", "notified amount differs from the order amount",
                                        order_id=order.id, details={"expected": order.amount,

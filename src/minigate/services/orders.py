@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from minigate.domain.orders import can_transition
 from minigate.domain.results import ProviderResult, StandardCode, TradeState, TradeStatus
@@ -42,6 +42,19 @@ CHECK_SCHEDULE = (60, 5, 15, 30, 60, 120, 300, 600)
 PAYER_CONTEXT = "payer"
 #: closed orders are queried again this long after their expiry (then once more, a day after it)
 CLOSED_FOLLOWUP = (timedelta(minutes=10), timedelta(days=1))
+
+#: checkout writes these in SQLAlchemy Core (no ORM session: its unit of work was the largest CPU cost per order)
+ORDERS = cast(Table, Order.__table__)
+ORDER_EVENTS = cast(Table, OrderEvent.__table__)
+#: (attribute, column key) of every mapped column of Order (``metadata_`` is the column ``metadata``)
+_ORDER_FIELDS = tuple((prop.key, prop.columns[0].key) for prop in inspect(Order).column_attrs)
+#: built once, values bound per execution: building a statement each time (coercions, bind parameters, its
+#: cache key) cost more CPU than executing it
+_INSERT_ORDER = insert(ORDERS)
+_INSERT_EVENT = insert(ORDER_EVENTS)
+_ORDER_BY_ID = select(ORDERS).where(ORDERS.c.id == bindparam("o_id"))
+_LOCK_ORDER_BY_ID = _ORDER_BY_ID.with_for_update()
+_UPDATE_ORDER = update(ORDERS).where(ORDERS.c.id == bindparam("o_id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +159,7 @@ async def create_order(rt: Runtime, ctx: AppContext, new: NewOrder, idem: Idem) 
     await rt.payment_provider(ctx.app_id, ctx.mode, provider_name)   # unconfigured provider: refuse up front
     now = rt.now()
     if idem.resource_id is None:
-        order = Order(
+        columns: dict[str, Any] = dict(
             id=new_id("ord"), app_id=ctx.app_id, mode=ctx.mode, channel=new.channel, provider=provider_name,
             merchant_order_no=new.merchant_order_no, out_trade_no=new_out_no("MG"), amount=new.amount,
             currency=new.currency, description=new.description, status="creating", amount_refunded=0,
@@ -159,20 +172,26 @@ async def create_order(rt: Runtime, ctx: AppContext, new: NewOrder, idem: Idem) 
             provider_trade_id=None, client_params=None, failure_code=None,
             expires_at=now + timedelta(seconds=new.expires_in), paid_at=None, closed_at=None,
             next_check_at=now + timedelta(seconds=CHECK_SCHEDULE[0]), check_attempts=0,
-            metadata_=dict(new.metadata or {}), version=1, created_at=now, updated_at=now)
+            metadata=dict(new.metadata or {}), version=1, created_at=now, updated_at=now)
         try:
-            async with rt.db.transaction() as session:
-                session.add(order)
-                record(session, order, "order.created", source="api", now=now, to_status="creating",
-                       data={"amount": new.amount, "channel": new.channel})
-                await idem.checkpoint(session, "order_created", order.id)
+            async with rt.db.core() as conn:
+                # the key first: a new key is written here, and a concurrent twin must be refused as in progress
+                # (409 idempotency_key_in_use) rather than as a duplicate merchant_order_no
+                await idem.checkpoint(conn, "order_created", columns["id"])
+                await conn.execute(_INSERT_ORDER, columns)
+                await _record_core(conn, columns["id"], "order.created", source="api", now=now,
+                                   to_status="creating", data={"amount": new.amount, "channel": new.channel})
         except IntegrityError:
             raise Conflict("an order with this merchant_order_no already exists",
                            param="merchant_order_no", code="order_exists") from None
-        order_id = order.id
+        idem.confirm()
+        order = await _complete(rt, columns["id"], source="api", fresh=_order_of(columns), idem=idem)
     else:
-        order_id = idem.resource_id
-    order = await complete_creation(rt, order_id, source="api")
+        order = await _complete(rt, idem.resource_id, source="api", fresh=None, idem=idem)
+    return idem.stored or _creation_response(rt, order)
+
+
+def _creation_response(rt: Runtime, order: Order) -> Response:
     if order.status == "closed" and order.failure_code:
         return Response(402, {"error": {"type": "provider_error", "code": "provider_declined",
                                         "message": "the provider refused to create the order",
@@ -182,8 +201,17 @@ async def create_order(rt: Runtime, ctx: AppContext, new: NewOrder, idem: Idem) 
 
 async def complete_creation(rt: Runtime, order_id: str, *, source: str) -> Order:
     """Ask the provider for the prepay (again, with the same out_trade_no) and apply the answer."""
-    async with rt.db.transaction() as session:
-        order = await lock_order(session, order_id)
+    return await _complete(rt, order_id, source=source, fresh=None, idem=None)
+
+
+async def _complete(rt: Runtime, order_id: str, *, source: str, fresh: Order | None, idem: Idem | None) -> Order:
+    """:func:`complete_creation`. ``fresh``: the order this request has just committed (no need to read it back);
+    ``idem``: the request's key, finished in the same transaction as the provider's answer (one commit less)."""
+    if fresh is None:
+        async with rt.db.core_read() as conn:
+            order = _order_of((await conn.execute(_ORDER_BY_ID, {"o_id": order_id})).one()._mapping)
+    else:
+        order = fresh
     if order.status != "creating":
         return order
     provider = await rt.payment_provider(order.app_id, order.mode, order.provider)
@@ -194,24 +222,49 @@ async def complete_creation(rt: Runtime, order_id: str, *, source: str) -> Order
         return_url=rt.return_url(order.provider, order.mode, order.app_id),
         currency=order.currency, expires_at=order.expires_at))
     now = rt.now()
-    async with rt.db.transaction() as session:
-        order = await lock_order(session, order_id)
+    async with rt.db.core() as conn:
+        row = (await conn.execute(_LOCK_ORDER_BY_ID, {"o_id": order_id})).one()
+        order = _order_of(row._mapping)
         if order.status != "creating":
             return order
+        changes: dict[str, Any]
         if result.ok and result.value is not None:
-            order.provider_order_ref = result.value.provider_order_ref
-            order.client_params = dict(result.value.client_params)
-            order.next_check_at = now + timedelta(seconds=CHECK_SCHEDULE[0])
-            move(session, order, "pending", source=source, now=now)
+            changes = {"provider_order_ref": result.value.provider_order_ref,
+                       "client_params": dict(result.value.client_params),
+                       "next_check_at": now + timedelta(seconds=CHECK_SCHEDULE[0])}
+            target, data = "pending", None
         elif result.code is StandardCode.ALREADY_PAID:
-            order.next_check_at = now            # paid already (a retry after an unknown outcome): query it
+            changes = {"next_check_at": now}            # paid already (a retry after an unknown outcome): query it
+            target, data = None, None
         else:
-            order.failure_code = result.provider_code or result.code.value
-            order.closed_at = now
-            order.next_check_at = None
-            move(session, order, "closed", source=source, now=now,
-                  data={"code": result.code.value, "provider_code": result.provider_code})
+            changes = {"failure_code": result.provider_code or result.code.value, "closed_at": now,
+                       "next_check_at": None}   # a refused creation is final: no follow-up query
+            target, data = "closed", {"code": result.code.value, "provider_code": result.provider_code}
+        if target is not None:
+            if not can_transition(order.status, target):
+                raise AssertionError(f"illegal transition {order.status} -> {target}")
+            await _record_core(conn, order.id, f"order.{target}", source=source, now=now, from_status=order.status,
+                               to_status=target, data=data)
+            changes.update(status=target, version=order.version + 1, updated_at=now)
+        await conn.execute(_UPDATE_ORDER, {"o_id": order.id, **changes})
+        order = _order_of({**row._mapping, **changes})
+        if idem is not None:
+            await idem.finish(conn, _creation_response(rt, order))
     return order
+
+
+def _order_of(columns: Any) -> Order:
+    """A detached :class:`Order` from column values (a Core row's mapping), for views and the flows above."""
+    return Order(**{attr: columns[key] for attr, key in _ORDER_FIELDS})
+
+
+async def _record_core(conn: AsyncConnection, order_id: str, type: str, *, source: str, now: datetime,
+                       from_status: str | None = None, to_status: str | None = None,
+                       data: dict[str, Any] | None = None) -> None:
+    """:func:`record` in SQLAlchemy Core."""
+    await conn.execute(_INSERT_EVENT, {"order_id": order_id, "refund_id": None, "type": type,
+                                       "from_status": from_status, "to_status": to_status, "source": source,
+                                       "data": data or {}, "created_at": now})
 
 
 async def get_order(rt: Runtime, ctx: AppContext, order_id: str) -> Order:

@@ -26,7 +26,7 @@ from sqlalchemy import select, update
 from minigate.errors import InvalidRequest, RateLimited, ServiceUnavailable
 from minigate.logging import get_logger
 from minigate.phones import Phone
-from minigate.services import sms, sms_settings
+from minigate.services import person_keys, sms, sms_settings
 from minigate.services.apps import AppContext
 from minigate.services.ids import new_id
 from minigate.services.limiter import Check, per_day, per_hour, per_minute
@@ -110,14 +110,17 @@ async def send_code(rt: Runtime, ctx: AppContext, *, phone_raw: str, purpose: st
     captcha = any(remaining.get(name, 1 << 30) <= settings.limits.captcha_remaining for name in _CAPTCHA_WINDOWS)
     code = f"{secrets.randbelow(1_000_000):06d}"
     minutes = str(settings.code_ttl_seconds // 60)
-    message = sms.new_message(rt, ctx, phone=phone, template=template, params={"code": code, "minutes": minutes},
-                              source="verification")
     now = rt.now()
-    row = VerificationCode(id=new_id("vc"), app_id=ctx.app_id, mode=ctx.mode, phone_hash=sms.phone_hash(rt, phone),
-                           purpose=purpose, code_hash=_code_hash(rt, ctx, phone, purpose, code), message_id=message.id,
-                           status="active", attempts=0, max_attempts=settings.max_code_attempts,
-                           expires_at=now + timedelta(seconds=settings.code_ttl_seconds), created_at=now)
     async with rt.db.transaction() as session:
+        # the number is sealed under its person key: erasing the person shreds it (the code is never stored)
+        keys = await person_keys.sealer(rt, ctx, sms.phone_hash(rt, phone), session=session)
+        message = sms.new_message(rt, ctx, phone=phone, template=template,
+                                  params={"code": code, "minutes": minutes}, source="verification", sealer=keys)
+        row = VerificationCode(id=new_id("vc"), app_id=ctx.app_id, mode=ctx.mode,
+                               phone_hash=sms.phone_hash(rt, phone), purpose=purpose,
+                               code_hash=_code_hash(rt, ctx, phone, purpose, code), message_id=message.id,
+                               status="active", attempts=0, max_attempts=settings.max_code_attempts,
+                               expires_at=now + timedelta(seconds=settings.code_ttl_seconds), created_at=now)
         await session.execute(update(VerificationCode).where(
             VerificationCode.app_id == ctx.app_id, VerificationCode.mode == ctx.mode,
             VerificationCode.phone_hash == row.phone_hash, VerificationCode.purpose == purpose,

@@ -25,7 +25,10 @@ from minigate.providers.wechat.config import WeChatMiniProgramConfig
 from minigate.providers.wechat.login import WeChatMiniProgramClient
 from minigate.store.db import Database
 from minigate.store.tables import AppCredential, DataKey
-from minigate.vault import LOOKUP_KEY_ID, Vault, WrappedKey
+from minigate.vault import LOOKUP_KEY_ID, ROOT_KEY_PREFIX, Vault, VaultError, WrappedKey, describe_wrapping
+
+if TYPE_CHECKING:
+    from minigate.kms import KeyWrapper
 
 __all__ = ["CHANNELS", "CREDENTIALS_RECHECK_SECONDS", "Runtime"]
 
@@ -36,6 +39,11 @@ log = get_logger("minigate.runtime")
 
 #: channel -> provider name
 CHANNELS: dict[str, str] = registry.channels()
+
+
+#: connections kept open to the providers: more than the concurrent requests a busy process makes (httpx keeps
+#: 20 by default, so a burst of 32 checkouts kept opening new TLS connections)
+PROVIDER_CONNECTIONS = httpx.Limits(max_connections=200, max_keepalive_connections=100, keepalive_expiry=30)
 
 
 def _utcnow() -> datetime:
@@ -51,7 +59,13 @@ class Runtime:
                  clock: Callable[[], datetime] = _utcnow) -> None:
         self.settings = settings
         self.db = db or Database(settings.effective_database_url, pool_size=settings.database_pool_size)
-        self.vault = Vault(settings.master_key.get_secret_value())
+        self.vault = Vault(settings.vault_master_key)
+        if settings.master_key_previous:
+            self.vault.add_previous_master(settings.master_key_previous.get_secret_value())
+        from minigate.kms import build_wrapper
+
+        #: the KMS wrapping the root key (MINIGATE_KMS), called at start and by rotations only
+        self.kms: KeyWrapper | None = build_wrapper(settings)
         self.now = clock
         self.sandbox: Any = None
         self._sandbox_transport = sandbox_transport
@@ -102,6 +116,8 @@ class Runtime:
         if self._provider_client is not None:
             await self._provider_client.aclose()
         await self.webhook_client.aclose()
+        if self.kms is not None:
+            await self.kms.aclose()
         await self.db.dispose()
 
     def _start_sandbox(self) -> None:
@@ -112,53 +128,103 @@ class Runtime:
                                notify_client=self.webhook_client)
         if self.settings.sandbox_url:
             self.sandbox_base_url = self.settings.sandbox_url.rstrip("/")
-            self._provider_client = httpx.AsyncClient(transport=self._sandbox_transport, timeout=10.0)
+            self._provider_client = httpx.AsyncClient(transport=self._sandbox_transport, timeout=10.0,
+                                                      limits=PROVIDER_CONNECTIONS)
         else:
             self.sandbox_base_url = "http://sandbox"
             transport = self._sandbox_transport or httpx.ASGITransport(app=self.sandbox.app)
             self._provider_client = httpx.AsyncClient(transport=transport, timeout=10.0)
 
     async def _load_data_keys(self) -> None:
-        """Unwrap the data keys and the lookup key (made on first start). During a master-key rotation
-        (``MINIGATE_MASTER_KEY_PREVIOUS`` set) rows still wrapped by the previous key are read with it."""
+        """Unwrap the data keys and the lookup key (made on first start), refusing to start when one cannot be.
+
+        The KMS is called once per root key in use (normally one); every data key is then unwrapped locally.
+        Rows still wrapped by ``MINIGATE_MASTER_KEY_PREVIOUS`` (a master-key rotation) are read with it."""
         try:
             await self._load_data_keys_once()
         except IntegrityError:        # another process made the first keys at the same moment: read theirs
             await self._load_data_keys_once()
 
-    async def _load_data_keys_once(self) -> None:
-        previous = (Vault(self.settings.master_key_previous.get_secret_value())
-                    if self.settings.master_key_previous else None)
-        async with self.db.transaction() as session:
-            rows = (await session.execute(select(DataKey).order_by(DataKey.created_at))).scalars().all()
-            lookup = next((r for r in rows if r.id == LOOKUP_KEY_ID), None)
-            deks = [r for r in rows if r.id != LOOKUP_KEY_ID]
-            if lookup is None:   # a new database gets a random key; an older one keeps the key it hashed with
-                wrapped = self.vault.new_lookup_key(legacy=bool(deks))
-                session.add(DataKey(id=wrapped.key_id, wrapped=wrapped.wrapped, active=False,
-                                    created_at=self.now()))
-            else:
-                self.vault.load_lookup_key(self._readable(previous, WrappedKey(lookup.id, lookup.wrapped)))
-            if not deks:
-                wrapped = self.vault.new_data_key()
-                session.add(DataKey(id=wrapped.key_id, wrapped=wrapped.wrapped, active=True,
-                                    created_at=self.now()))
-                return
-            for row in deks:
-                key = self._readable(previous, WrappedKey(row.id, row.wrapped))
-                self.vault.load_data_key(key, current=row.active)
+    async def refresh_keys(self) -> None:
+        """Re-read ``data_keys``: after a rotation by another process, or on :class:`minigate.vault.UnknownWrapping`
+        (a data key under a root this process has not loaded). Roots already held cost no KMS call."""
+        await self._load_data_keys()
 
-    def _readable(self, previous: Vault | None, key: WrappedKey) -> WrappedKey:
-        """``key`` as the current master key can unwrap it (re-wrapped in memory from the previous key)."""
-        if self.vault.can_unwrap(key) or previous is None:
-            return key
-        return previous.rewrap(key, self.vault)
+    async def _load_data_keys_once(self) -> None:
+        async with self.db.read() as session:
+            rows = list((await session.execute(select(DataKey).order_by(DataKey.created_at))).scalars().all())
+        roots = [r for r in rows if r.id.startswith(ROOT_KEY_PREFIX)]
+        lookup = next((r for r in rows if r.id == LOOKUP_KEY_ID), None)
+        deks = [r for r in rows if r.id != LOOKUP_KEY_ID and not r.id.startswith(ROOT_KEY_PREFIX)]
+        active = next((r for r in roots if r.active), None)
+        needed = {describe_wrapping(r.wrapped).get("root") for r in [*deks, *([lookup] if lookup else [])]}
+        kms_calls = 0
+        for row in roots:
+            fingerprint = row.id.removeprefix(ROOT_KEY_PREFIX)
+            if self.vault.has_root(fingerprint) or (row is not active and fingerprint not in needed):
+                continue                      # held already, or a retired root nothing refers to any more
+            self.vault.install_root(await self.unwrap_root(row), current=False)
+            kms_calls += 1
+        created: list[DataKey] = []
+        if active is not None:
+            self.vault.use_root(active.id.removeprefix(ROOT_KEY_PREFIX))
+        elif not rows and self.kms is not None:       # a new database under a KMS: its first root key
+            created.append(await self._new_root())
+            kms_calls += 1
+        else:
+            self.vault.use_master_for_new_keys()
+        if lookup is None:   # a new database gets a random key; an older one keeps the key it hashed with
+            wrapped = self.vault.new_lookup_key(legacy=bool(deks))
+            created.append(DataKey(id=wrapped.key_id, wrapped=wrapped.wrapped, active=False, created_at=self.now()))
+        else:
+            self.vault.load_lookup_key(WrappedKey(lookup.id, lookup.wrapped))
+        if not deks:
+            wrapped = self.vault.new_data_key()
+            created.append(DataKey(id=wrapped.key_id, wrapped=wrapped.wrapped, active=True, created_at=self.now()))
+        for row in deks:
+            self.vault.load_data_key(WrappedKey(row.id, row.wrapped), current=row.active)
+        if created:
+            async with self.db.transaction() as session:
+                session.add_all(created)
+        kek = self.vault.current_kek
+        # a line per KMS use (matched with the KMS's own trail by request id); otherwise nothing new to say
+        (log.info if kms_calls else log.debug)("data keys unwrapped", data_keys=len(deks), kms_calls=kms_calls,
+                 new_keys_wrapped_by="master key" if kek is None or kek.fingerprint is None
+                 else f"root {kek.fingerprint}", kms=self.kms.name if self.kms is not None else None)
+
+    async def _new_root(self) -> DataKey:
+        """A random root key wrapped by the KMS, installed as the KEK of new data keys (not yet stored)."""
+        import os
+
+        from minigate.kms import tag
+        from minigate.vault import root_key_id
+
+        assert self.kms is not None
+        raw = os.urandom(32)
+        key_id = root_key_id(raw)
+        wrapped = tag(self.kms, await self.kms.wrap(key_id, raw))
+        self.vault.install_root(raw, current=True)
+        return DataKey(id=key_id, wrapped=wrapped, active=True, created_at=self.now())
+
+    async def unwrap_root(self, row: DataKey) -> bytes:
+        """A stored root key through the KMS that wrapped it (named in the row); a clear error otherwise."""
+        from minigate.kms import parse_tagged
+        from minigate.vault import root_key_id
+
+        name, ref, payload = parse_tagged(row.wrapped)
+        if self.kms is None or self.kms.name != name:
+            raise VaultError(f"data keys are wrapped by root key {row.id}, held by {name} key {ref}: configure "
+                             f"MINIGATE_KMS for it (now: {self.kms.name if self.kms else 'unset'})")
+        raw = await self.kms.unwrap(row.id, payload)
+        if len(raw) != 32 or root_key_id(raw) != row.id:
+            raise VaultError(f"root key {row.id}: the KMS answered another key")
+        return raw
 
     # -- providers --------------------------------------------------------------------------------
     @property
     def provider_client(self) -> httpx.AsyncClient:
         if self._provider_client is None:
-            self._provider_client = httpx.AsyncClient(timeout=10.0)
+            self._provider_client = httpx.AsyncClient(timeout=10.0, limits=PROVIDER_CONNECTIONS)
         return self._provider_client
 
     async def _stored_config(self, app_id: str, mode: str, provider: str) -> tuple[str, dict[str, Any]] | None:

@@ -51,7 +51,7 @@ from minigate.money import fen_to_yuan
 from minigate.phones import InvalidPhone, Phone, mask_phone, parse_phone
 from minigate.providers.bases.payment import NotificationReply
 from minigate.providers.bases.sms import DeliveryState, SmsProvider, SmsRequest, TemplateMapping
-from minigate.services import audit, consents, sms_settings
+from minigate.services import audit, consents, person_keys, sms_settings
 from minigate.services.apps import AppContext
 from minigate.services.ids import new_id
 from minigate.services.limiter import Check, per_day
@@ -189,16 +189,20 @@ async def record_decision(rt: Runtime, ctx: AppContext, *, action: str, outcome:
 
 def new_message(rt: Runtime, ctx: AppContext, *, phone: Phone, template: Template, params: Mapping[str, str],
                 source: str, dedupe_key: str | None = None, metadata: Mapping[str, str] | None = None,
-                sealed_phone: str | None = None, send_now: bool = True) -> SmsMessage:
+                sealed_phone: str | None = None, send_now: bool = True,
+                sealer: person_keys.Sealer | None = None) -> SmsMessage:
     """A ``queued`` message. ``send_now``: the caller delivers it at once; the worker takes it only if that
-    caller dies (after the lease); otherwise the worker sends it on its next pass."""
+    caller dies (after the lease); otherwise the worker sends it on its next pass. ``sealer``: the number's
+    person key, so that erasing the person makes the number and the values unreadable everywhere; without it
+    (an order notification, whose number is the order's own sealed copy) the shared data key seals them."""
     now = rt.now()
     stored = {k: (MASKED_CODE if template.kind == "verification" and k == "code" else v) for k, v in params.items()}
+    seal = sealer.seal if sealer is not None else rt.vault.seal
     return SmsMessage(
         id=new_id("msg"), app_id=ctx.app_id, mode=ctx.mode, kind=template.kind, template=template.name,
-        phone_sealed=sealed_phone or rt.vault.seal(phone.e164, context=PHONE_CONTEXT),
+        phone_sealed=sealed_phone or seal(phone.e164, context=PHONE_CONTEXT),
         phone_hash=phone_hash(rt, phone), phone_masked=phone.masked,
-        params_sealed=rt.vault.seal(json.dumps(stored, ensure_ascii=False), context=PARAMS_CONTEXT),
+        params_sealed=seal(json.dumps(stored, ensure_ascii=False), context=PARAMS_CONTEXT),
         status="queued", attempts=[], dedupe_key=dedupe_key, source=source,
         next_attempt_at=now + SENDING_LEASE if send_now else now,
         metadata_=dict(metadata or {}), created_at=now, updated_at=now)
@@ -228,8 +232,10 @@ async def send_message(rt: Runtime, ctx: AppContext, *, phone_raw: str, template
         await record_decision(rt, ctx, action="send_message", outcome="refused", reason="app_per_day", phone=phone)
         raise RateLimited("the app's daily SMS budget is spent", code="sms_budget_exhausted",
                           details={"retry_after": verdict.retry_after})
-    message = new_message(rt, ctx, phone=phone, template=template, params=clean, source=source, metadata=metadata)
     async with rt.db.transaction() as session:
+        keys = await person_keys.sealer(rt, ctx, phone_hash(rt, phone), session=session)
+        message = new_message(rt, ctx, phone=phone, template=template, params=clean, source=source,
+                              metadata=metadata, sealer=keys)
         session.add(message)
         await record_decision(rt, ctx, action="send_message", outcome="allowed", reason="ok", phone=phone,
                               session=session)
@@ -365,13 +371,18 @@ async def deliver(rt: Runtime, message_id: str, *, secret_params: Mapping[str, s
         message.locked_until = rt.now() + SENDING_LEASE
         message.updated_at = rt.now()
     template = settings.template(message.template)
-    params = json.loads(rt.vault.open(message.params_sealed, context=PARAMS_CONTEXT))
+    phone, sealed_params = await person_keys.open_many(rt, [(message.phone_sealed, PHONE_CONTEXT),
+                                                            (message.params_sealed, PARAMS_CONTEXT)])
+    if person_keys.ERASED in (phone, sealed_params):
+        return await _finish(rt, message_id, status="failed",
+                             error=("subject_erased", "the person's data was erased before the message went out"))
+    params = json.loads(sealed_params)
     params.update(secret_params or {})
     if template is None or MASKED_CODE in params.values():
         return await _finish(rt, message_id, status="failed", error=("template_unavailable" if template is None
                                                                       else "code_not_available",
                                                                       "the message can no longer be built"))
-    plan = _Plan(message, rt.vault.open(message.phone_sealed, context=PHONE_CONTEXT), params, template, settings)
+    plan = _Plan(message, phone, params, template, settings)
     return await _route(rt, ctx, plan, names)
 
 
@@ -613,9 +624,13 @@ async def _follow_up(rt: Runtime, message_id: str) -> None:
     if message.provider is None:      # crashed before naming a provider: nothing went out
         await _requeue(rt, message_id)
         return
+    phone = await person_keys.open_value(rt, message.phone_sealed, context=PHONE_CONTEXT)
+    if phone == person_keys.ERASED:        # nothing left to ask the provider with: stop following it up
+        await _finish(rt, message_id, status="unknown", attempts=message.attempts)
+        return
     provider = await rt.sms_provider(message.app_id, message.mode, message.provider)
-    request = SmsRequest(message_id=message.id, phone=rt.vault.open(message.phone_sealed, context=PHONE_CONTEXT),
-                         sign_name="", template_id="", params=(), sent_at=message.created_at)
+    request = SmsRequest(message_id=message.id, phone=phone, sign_name="", template_id="", params=(),
+                         sent_at=message.created_at)
     try:
         lookup = await provider.find(request)
     except (ProviderError, OperationNotSupported):

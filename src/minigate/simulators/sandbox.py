@@ -28,6 +28,7 @@ REGISTRY: dict[str, str] = {
     "alipay": "minigate.simulators.alipay:AlipaySimulator",
     "jdpay": "minigate.simulators.jdpay:JDPaySimulator",
     "aliyun-sms": "minigate.simulators.aliyun_sms:AliyunSmsSimulator",
+    "aliyun-kms": "minigate.simulators.aliyun_kms:AliyunKmsSimulator",
     "tencentcloud": "minigate.simulators.tencentcloud:TencentCloudSimulator",
     "yunpian": "minigate.simulators.yunpian:YunpianSimulator",
     "baidu": "minigate.simulators.baidu:BaiduSimulator",

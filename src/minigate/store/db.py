@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-__all__ = ["Database", "normalise_url"]
+__all__ = ["Database", "after_commit", "normalise_url"]
+
+_AFTER_COMMIT = "minigate_after_commit"
+#: the databases whose in-process write lock the current task holds (so a nested write cannot wait on itself)
+_WRITING: ContextVar[frozenset[Database]] = ContextVar("minigate_writing", default=frozenset())
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Call ``callback`` once the unit of work ``session`` belongs to has committed (never if it rolls back):
+    how a transaction tells someone in this process about rows they can now see, e.g. wakes the webhook worker.
+    Only for sessions opened by :meth:`Database.transaction`."""
+    callbacks: list[Callable[[], None]] = session.info.setdefault(_AFTER_COMMIT, [])
+    if callback not in callbacks:
+        callbacks.append(callback)
 
 
 def normalise_url(url: str) -> str:
@@ -40,22 +56,64 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        #: SQLite has one writer at a time: this process's writers queue here, in order, instead of all taking
+        #: a connection and spinning in SQLite's busy handler (sleep 1, 2, 5, 10 … ms, retry) for the lock.
+        #: Other processes still meet at SQLite's lock. One per event loop (a CLI may run several in turn).
+        self._write_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] | None = (
+            weakref.WeakKeyDictionary() if self.is_sqlite else None)
         # reads: on SQLite a deferred BEGIN (a snapshot without the write lock: WAL readers never wait for
         # writers); on PostgreSQL an ordinary transaction
-        self._read_sessionmaker = async_sessionmaker(self.engine.execution_options(minigate_read_only=True),
-                                                     expire_on_commit=False)
+        self._read_engine = self.engine.execution_options(minigate_read_only=True)
+        self._read_sessionmaker = async_sessionmaker(self._read_engine, expire_on_commit=False)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One unit of work: commits on success, rolls back on any exception."""
-        async with self.sessionmaker() as session, session.begin():
-            yield session
+        async with self._writer(), self.sessionmaker() as session:
+            async with session.begin():
+                yield session
+            for callback in session.info.pop(_AFTER_COMMIT, ()):
+                callback()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A transaction that only reads. Writing in it is a bug (SQLite would then take the lock late)."""
         async with self._read_sessionmaker() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def core(self) -> AsyncIterator[AsyncConnection]:
+        """A write unit of work in SQLAlchemy Core, without an ORM session: for the hot paths (checkout,
+        idempotency), where the session's identity map and unit of work cost more CPU than the statements.
+        Same transaction semantics and durability as :meth:`transaction` (``BEGIN IMMEDIATE`` on SQLite)."""
+        async with self._writer(), self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def core_read(self) -> AsyncIterator[AsyncConnection]:
+        """:meth:`read` in SQLAlchemy Core."""
+        async with self._read_engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _writer(self) -> AsyncIterator[None]:
+        if self._write_locks is None:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        lock = self._write_locks.get(loop)
+        if lock is None:
+            lock = self._write_locks[loop] = asyncio.Lock()
+        held = _WRITING.get()
+        if self in held:             # a write nested in this task's own write: SQLite decides, as it always did
+            yield
+            return
+        async with lock:
+            token = _WRITING.set(held | {self})
+            try:
+                yield
+            finally:
+                _WRITING.reset(token)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -76,4 +134,9 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("minigate_read_only") else "BEGIN IMMEDIATE")
+        # straight to the driver: SQLAlchemy's statement machinery cost more CPU than the BEGIN itself
+        cursor = conn.connection.dbapi_connection.cursor()
+        try:
+            cursor.execute("BEGIN" if conn.get_execution_options().get("minigate_read_only") else "BEGIN IMMEDIATE")
+        finally:
+            cursor.close()

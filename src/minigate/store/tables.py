@@ -29,6 +29,9 @@ __all__ = [
     "AppCredential",
     "AppSetting",
     "ConsentRecord",
+    "ConsoleSession",
+    "ConsoleUser",
+    "RefundApproval",
     "SmsDecision",
     "SmsMessage",
     "SmsReceiptRecord",
@@ -36,6 +39,7 @@ __all__ = [
     "Base",
     "DataKey",
     "DeletionRecord",
+    "PersonKey",
     "IdentityVerification",
     "Event",
     "IdempotencyKey",
@@ -661,3 +665,86 @@ class AnalyticsPull(Base):
     claimed_until: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(String(300))
     updated_at: Mapped[datetime]
+
+
+class ConsoleUser(Base):
+    """A person who signs in to the admin console: separate from API keys, one role for every app."""
+
+    __tablename__ = "console_users"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    #: lower-cased; the sign-in name
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(120))
+    #: viewer | operator | admin
+    role: Mapped[str] = mapped_column(String(12))
+    #: Argon2id (PHC string)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    #: the TOTP secret sealed by the vault, once the second factor is confirmed
+    totp_sealed: Mapped[str | None] = mapped_column(Text)
+    #: a TOTP secret being enrolled (sealed), until the user confirms a code from it
+    totp_pending_sealed: Mapped[str | None] = mapped_column(Text)
+    #: the last TOTP time step accepted (a code is good once)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None]
+    disabled_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    last_login_at: Mapped[datetime | None]
+
+
+class ConsoleSession(Base):
+    """A signed-in browser. The cookie holds a random token; only its SHA-256 is stored."""
+
+    __tablename__ = "console_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)          # SHA-256 of the cookie token
+    user_id: Mapped[str] = mapped_column(ForeignKey("console_users.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    #: password checked, second factor still owed (only the TOTP page accepts such a session)
+    pending_totp: Mapped[bool] = mapped_column(Boolean, default=False)
+    app_id: Mapped[str | None] = mapped_column(String(40))
+    mode: Mapped[str] = mapped_column(String(8), default="test")
+    lang: Mapped[str] = mapped_column(String(5), default="en")
+    ip: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    #: idle and absolute expiry, whichever comes first
+    expires_at: Mapped[datetime]
+    absolute_expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class RefundApproval(Base):
+    """A console refund above the approval amount: requested by one person, carried out when another approves."""
+
+    __tablename__ = "refund_approvals"
+    __table_args__ = (Index("ix_refund_approvals_app", "app_id", "mode", "status"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    app_id: Mapped[str] = mapped_column(String(40))
+    mode: Mapped[str] = mapped_column(String(8))
+    order_id: Mapped[str] = mapped_column(String(40), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str | None] = mapped_column(String(200))
+    #: pending | approved | rejected | failed
+    status: Mapped[str] = mapped_column(String(12))
+    requested_by: Mapped[str] = mapped_column(String(40))
+    requested_at: Mapped[datetime]
+    decided_by: Mapped[str | None] = mapped_column(String(40))
+    decided_at: Mapped[datetime | None]
+    refund_id: Mapped[str | None] = mapped_column(String(40))
+    error: Mapped[str | None] = mapped_column(String(300))
+
+
+class PersonKey(Base):
+    """One person's data key (crypto-shredding): the personal data minigate holds about a subject of an app is
+    sealed under it; erasure deletes the row, so every copy of those values — backups included — stops opening.
+    The key is stored sealed by the vault's shared data key (itself wrapped by the master key)."""
+
+    __tablename__ = "person_keys"
+    __table_args__ = (UniqueConstraint("app_id", "mode", "subject_hash"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    app_id: Mapped[str] = mapped_column(String(40))
+    mode: Mapped[str] = mapped_column(String(8))
+    #: the keyed lookup hash of the identifier the data is filed under (phone, ID number, subject reference)
+    subject_hash: Mapped[str] = mapped_column(String(64))
+    wrapped: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]

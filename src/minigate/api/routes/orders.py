@@ -30,8 +30,9 @@ async def create_order(body: OrderCreate, request: Request, rt: RuntimeDep, ctx:
     async def flow(idem: Idem) -> Response:
         return await orders.create_order(rt, ctx, new, idem)
 
+    # the order's first commit (before the provider call) also writes a new key: one commit less per order
     return _reply(await run_idempotent(rt, ctx, idempotency_key, method="POST", path=request.url.path,
-                                       body=body.model_dump(mode="json"), flow=flow))
+                                       body=body.model_dump(mode="json"), flow=flow, lock_at_checkpoint=True))
 
 
 @router.get("/orders", summary="List orders, newest first")

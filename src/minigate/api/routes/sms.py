@@ -1,4 +1,5 @@
-"""/v1/sms/messages, /v1/verification_codes, /v1/sms/settings, /v1/consents and the SMS push routes."""
+"""/v1/sms/messages, /v1/verification_codes, /v1/sms/settings, the SMS push routes, and /v1/consents — the one
+consent ledger of every purpose (marketing SMS, identity, analytics)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from pydantic import Field, StrictStr
 from minigate.api.deps import AppDep, IdempotencyKeyDep, JsonObjectDep, RuntimeDep
 from minigate.api.errors import error_body
 from minigate.api.schemas import UnixTime, _Body
-from minigate.errors import InvalidRequest, NotificationRejected
+from minigate.errors import InvalidRequest, NotificationRejected, PermissionDenied
 from minigate.logging import get_logger
-from minigate.services import consents, otp, sms, sms_settings
+from minigate.services import consents, otp, sms, sms_settings, subjects
+from minigate.services.apps import AppContext, grants
 from minigate.services.idempotency import Idem, run_idempotent
 from minigate.services.idempotency import Response as IdemResponse
 
@@ -43,10 +45,20 @@ class CodeCheck(_Body):
     ip: StrictStr | None = Field(default=None, max_length=64)
 
 
+Purpose = Literal["marketing_sms", "identity_id", "identity_biometric", "analytics"]
+#: the identifier each purpose is filed under, and the scope (beyond sms) that changing or reading it needs
+_PURPOSE_IDENTIFIER = {"marketing_sms": ("phone", "sms"), "identity_id": ("subject", "identity"),
+                       "identity_biometric": ("subject", "identity"), "analytics": ("user_id", "analytics")}
+
+
 class ConsentChange(_Body):
-    phone: StrictStr
-    purpose: Literal["marketing_sms"] = "marketing_sms"
+    purpose: Purpose = "marketing_sms"
     action: Literal["grant", "withdraw"]
+    phone: StrictStr | None = Field(default=None, description="marketing_sms: the number")
+    id_number: StrictStr | None = Field(default=None, max_length=18, description="identity_*: the ID number")
+    subject: StrictStr | None = Field(default=None, max_length=128,
+                                      description="identity_*: your reference for the person (instead of an ID)")
+    user_id: StrictStr | None = Field(default=None, max_length=128, description="analytics: the app's user id")
     text_version: StrictStr | None = Field(default=None, max_length=32,
                                            description="version of the consent text the person agreed to")
     evidence: dict[StrictStr, StrictStr] | None = Field(default=None, description="e.g. page, channel")
@@ -114,12 +126,42 @@ async def put_settings(data: JsonObjectDep, rt: RuntimeDep, ctx: AppDep) -> dict
     return {"object": "sms_settings", **settings.model_dump(mode="json")}
 
 
-@router.post("/v1/consents", summary="Record a grant or a withdrawal of consent (marketing SMS)")
+def _needs(ctx: AppContext, purpose: str, access: str) -> None:
+    resource = _PURPOSE_IDENTIFIER[purpose][1]
+    if not grants(ctx.scopes, f"{resource}:{access}"):
+        raise PermissionDenied(f"{purpose} consent needs the scope {resource}:{access}", code="insufficient_scope",
+                               details={"scope": f"{resource}:{access}"})
+
+
+async def _consent_subject(rt: Any, ctx: AppContext, purpose: str, *, phone: str | None, id_number: str | None,
+                           subject: str | None, user_id: str | None) -> tuple[str, dict[str, str]]:
+    """(the keyed hash the purpose files the person under, the identifier as shown: masked)."""
+    kind = _PURPOSE_IDENTIFIER[purpose][0]
+    if kind == "phone":
+        if not phone:
+            raise InvalidRequest(f"{purpose} consent is filed under a phone number", param="phone",
+                                 code="subject_required")
+        parsed = sms.parse_app_phone(phone, await sms_settings.load(rt, ctx))
+        return sms.phone_hash(rt, parsed), {"phone": parsed.masked}
+    if kind == "user_id":
+        if not user_id:
+            raise InvalidRequest(f"{purpose} consent is filed under the app's user id", param="user_id",
+                                 code="subject_required")
+        person = subjects.resolve(rt, ctx, user_id=user_id)
+        return person.hashes["user_id"], person.masked()
+    if not (id_number or subject):
+        raise InvalidRequest(f"{purpose} consent is filed under an ID number or your subject reference",
+                             param="subject", code="subject_required")
+    person = subjects.resolve(rt, ctx, id_number=id_number, subject=None if id_number else subject)
+    return person.identity_hashes[0], person.masked()
+
+
+@router.post("/v1/consents", summary="Record a grant or a withdrawal of consent (marketing SMS, identity, analytics)")
 async def change_consent(body: ConsentChange, rt: RuntimeDep, ctx: AppDep) -> dict[str, Any]:
-    settings = await sms_settings.load(rt, ctx)
-    phone = sms.parse_app_phone(body.phone, settings)
-    subject = sms.phone_hash(rt, phone)
-    evidence = dict(body.evidence or {}) | {"phone": phone.masked}
+    _needs(ctx, body.purpose, "write")
+    subject, shown = await _consent_subject(rt, ctx, body.purpose, phone=body.phone, id_number=body.id_number,
+                                            subject=body.subject, user_id=body.user_id)
+    evidence = dict(body.evidence or {}) | shown
     if body.action == "grant":
         if not body.text_version:
             raise InvalidRequest("text_version is required to grant consent", param="text_version",
@@ -128,19 +170,30 @@ async def change_consent(body: ConsentChange, rt: RuntimeDep, ctx: AppDep) -> di
                                    evidence=evidence)
     else:
         row = await consents.withdraw(rt, ctx, subject, body.purpose, source="api", evidence=evidence)
-    return {"object": "consent", "phone": phone.masked, "granted": row.action == "grant",
-            **consents.record_view(row)}
+    return {"object": "consent", **shown, "granted": row.action == "grant", **consents.record_view(row)}
 
 
-@router.get("/v1/consents", summary="Current consent of a number for a purpose, with its history")
-async def get_consent(rt: RuntimeDep, ctx: AppDep, phone: Annotated[str, Query(max_length=32)],
-                      purpose: Literal["marketing_sms"] = "marketing_sms") -> dict[str, Any]:
-    settings = await sms_settings.load(rt, ctx)
-    parsed = sms.parse_app_phone(phone, settings)
-    rows = await consents.history(rt, ctx, sms.phone_hash(rt, parsed), purpose)
-    return {"object": "consent", "phone": parsed.masked, "purpose": purpose,
-            "granted": bool(rows) and rows[0].action == "grant",
-            "history": [consents.record_view(r) for r in rows]}
+@router.get("/v1/consents", summary="Current consent of a person for a purpose, with its history")
+async def get_consent(rt: RuntimeDep, ctx: AppDep, phone: Annotated[str | None, Query(max_length=32)] = None,
+                      subject: Annotated[str | None, Query(max_length=128)] = None,
+                      user_id: Annotated[str | None, Query(max_length=128)] = None,
+                      purpose: Purpose | None = None) -> dict[str, Any]:
+    """One purpose (named, or the one the identifier implies: a number is marketing SMS, a user id analytics);
+    a subject reference without a purpose answers both identity purposes (``current`` per purpose)."""
+    if purpose is None:
+        purpose = "marketing_sms" if phone else "analytics" if user_id else None
+    purposes = [purpose] if purpose else ["identity_id", "identity_biometric"]
+    for each in purposes:
+        _needs(ctx, each, "read")
+    subject_hash, shown = await _consent_subject(rt, ctx, purposes[0], phone=phone, id_number=None,
+                                                 subject=subject, user_id=user_id)
+    rows = await consents.subject_history(rt, ctx, [subject_hash], frozenset(purposes))
+    current = {each: next((r.action == "grant" for r in rows if r.purpose == each), False) for each in purposes}
+    answer: dict[str, Any] = {"object": "consent", **shown, "purpose": purpose, "current": current,
+                              "history": [consents.record_view(r) for r in rows]}
+    if purpose:
+        answer["granted"] = current[purpose]
+    return answer
 
 
 async def _push(kind: str, provider: str, mode: str, token: str, request: Request, rt: Any) -> Response:
