@@ -42,6 +42,29 @@ async def test_the_panel_pays_an_order(console: Console) -> None:
     assert r.status_code == 404 and 'data-code="resource_missing"' in r.text
 
 
+async def test_the_payer_fails_or_never_pays(console: Console) -> None:
+    """WeChat Pay: a failed payment (PAYERROR) leaves the order open but unpayable; a payer who never pays makes it
+    expire, and the gateway closes it on the query that follows."""
+    gw, operator = console.gw, console.operator
+    failing, expiring = await gw.create_order(amount=500), await gw.create_order(amount=600)
+    await operator.get("/console/sandbox")
+    r = await operator.post("/console/sandbox/pay", {"order": failing["id"], "outcome": "fail"})
+    assert r.status_code == 303, r.text[:800]
+    queried = (await gw.http.get(f"/sandbox/wechatpay/_sandbox/orders/{failing['out_trade_no']}")).json()
+    assert queried["transaction"]["trade_state"] == "PAYERROR"
+    assert (await gw.order(failing["id"]))["status"] == "pending"     # WeChat lets it run to its expiry
+    r = await operator.post("/console/sandbox/pay", {"order": failing["id"]})
+    assert r.status_code == 409 and 'data-code="sandbox_refused"' in r.text      # cannot be paid any more
+
+    r = await operator.post("/console/sandbox/pay", {"order": expiring["id"], "outcome": "expire"})
+    assert r.status_code == 303, r.text[:800]
+    assert (await gw.order(expiring["id"]))["status"] == "closed"
+    assert [e.target for e in await audited(console, "sandbox.payment_failed")] == [failing["id"]]
+    assert [e.target for e in await audited(console, "sandbox.expired")] == [expiring["id"]]
+    r = await operator.post("/console/sandbox/pay", {"order": expiring["id"], "outcome": "refund"})
+    assert r.status_code == 400 and 'data-code="parameter_invalid"' in r.text
+
+
 async def test_a_fault_is_injected_shown_and_cleared(console: Console) -> None:
     gw, operator = console.gw, console.operator
     await operator.get("/console/sandbox")

@@ -155,6 +155,28 @@ class V3Handlers(abc.ABC):
         return 200, {"out_trade_no": out_trade_no, "transaction_id": order.transaction_id,
                      "trade_state": "SUCCESS", "notification_id": event_id}
 
+    def fail(self, out_trade_no: str) -> tuple[int, dict[str, Any]]:
+        """The payer's payment fails (the bank refuses): NOTPAY -> PAYERROR. WeChat Pay sends no notification for
+        it; a query shows it, and the order cannot be paid any more (the payer must order again)."""
+        order = self.order(out_trade_no)
+        if order is None:
+            return 404, {"code": "ORDER_NOT_EXIST", "message": "no such order"}
+        if order.trade_state != "NOTPAY":
+            return 409, {"code": "ORDER_NOT_PAYABLE", "message": f"trade_state is {order.trade_state}"}
+        order.trade_state = "PAYERROR"
+        return 200, {"out_trade_no": out_trade_no, "trade_state": "PAYERROR"}
+
+    def expire(self, out_trade_no: str) -> tuple[int, dict[str, Any]]:
+        """The payer never pays and the order's ``time_expire`` passes now: WeChat Pay closes it (CLOSED)."""
+        order = self.order(out_trade_no)
+        if order is None:
+            return 404, {"code": "ORDER_NOT_EXIST", "message": "no such order"}
+        if order.trade_state != "NOTPAY":
+            return 409, {"code": "ORDER_NOT_PAYABLE", "message": f"trade_state is {order.trade_state}"}
+        order.time_expire = self.now()
+        self.order(out_trade_no)                       # applies the auto-close to this same order
+        return 200, {"out_trade_no": out_trade_no, "trade_state": order.trade_state}
+
     # ------------------------------------------------------------------ refunds
 
     async def _refund(self, request: Request, match: re.Match[str], body: bytes) -> Reply:

@@ -210,7 +210,8 @@ class Order:
         return str(self.params["notify_url"])
 
 
-_STATE_DESC = {"NOTPAY": "订单未支付", "SUCCESS": "支付成功", "REFUND": "转入退款", "CLOSED": "订单已关闭"}
+_STATE_DESC = {"NOTPAY": "订单未支付", "SUCCESS": "支付成功", "REFUND": "转入退款", "CLOSED": "订单已关闭",
+               "PAYERROR": "支付失败，请重新下单支付"}
 
 
 def transaction_json(order: Order, merchant: dict[str, str]) -> dict[str, Any]:

@@ -5,7 +5,8 @@ Speaks the wire protocol of ``payment-protocols.md`` §1 with real cryptography,
 (Authorization, timestamp window, nonce replay), 2xx answers and notifications are signed, notifications
 are AES-256-GCM encrypted with the merchant's APIv3 key and delivered on WeChat's retry schedule (§1.7).
 
-Control routes (no Authorization; the sandbox is local): ``POST /_sandbox/pay``, ``GET|POST|DELETE
+Control routes (no Authorization; the sandbox is local): ``POST /_sandbox/pay`` (and ``/_sandbox/fail``: the
+payment fails, PAYERROR; ``/_sandbox/expire``: the order's time_expire passes unpaid, CLOSED), ``GET|POST|DELETE
 /_sandbox/faults``, ``GET|POST /_sandbox/settings``, ``GET /_sandbox/orders/{out_trade_no}``,
 ``GET /_sandbox/notifications``.
 
@@ -265,6 +266,16 @@ class WeChatPaySimulator(V3Handlers):
             status, answer = self.pay(data["out_trade_no"], bank_type=str(data.get("bank_type", "OTHERS")))
             return json_response(answer, status)
 
+        async def payer(request: Request) -> Response:
+            """``/_sandbox/fail`` and ``/_sandbox/expire``: the payer's payment fails, or they never pay."""
+            data = await read_json_object(request)
+            if data is None or not isinstance(data.get("out_trade_no"), str):
+                problem = {"code": "PARAM_ERROR", "message": 'JSON {"out_trade_no": ...} expected'}
+                return json_response(problem, 400)
+            act = self.fail if request.url.path.endswith("/fail") else self.expire
+            status, answer = act(data["out_trade_no"])
+            return json_response(answer, status)
+
         async def settings(request: Request) -> Response:
             if request.method == "POST":
                 data = await read_json_object(request)
@@ -288,6 +299,8 @@ class WeChatPaySimulator(V3Handlers):
             return json_response({"data": [r.as_json() for r in reversed(self.deliverer.log)]})
 
         return [Route("/_sandbox/pay", pay, methods=["POST"]),
+                Route("/_sandbox/fail", payer, methods=["POST"]),
+                Route("/_sandbox/expire", payer, methods=["POST"]),
                 Route("/_sandbox/settings", settings, methods=["GET", "POST"]),
                 Route("/_sandbox/orders/{out_trade_no}", order, methods=["GET"]),
                 Route("/_sandbox/notifications", notifications, methods=["GET"])]

@@ -190,6 +190,8 @@ class Refund(Base):
     __table_args__ = (
         UniqueConstraint("provider", "out_refund_no"),
         Index("ix_refunds_next_check", "next_check_at"),
+        #: the refund lists and the console's dashboard read one app's refunds by time
+        Index("ix_refunds_app_created", "app_id", "mode", "created_at"),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"))

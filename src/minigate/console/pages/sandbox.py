@@ -48,6 +48,12 @@ register({
     "sandbox.pay": ("Make the payer pay", "模拟用户付款"),
     "sandbox.order": ("Order ID, out_trade_no or merchant order number", "订单 ID、out_trade_no 或商户订单号"),
     "sandbox.pay_button": ("Pay", "付款"),
+    "sandbox.fail_button": ("Payment fails", "支付失败"),
+    "sandbox.expire_button": ("Never paid (expire now)", "超时未付（立即过期）"),
+    "sandbox.outcomes_hint": ("Fail and expire: WeChat Pay orders. A failed payment (PAYERROR) cannot be paid any "
+                              "more and closes when it expires; an expired one closes now.",
+                              "“支付失败”和“超时未付”仅适用于微信支付订单：支付失败（PAYERROR）的订单不能再付款，"
+                              "到期后关闭；超时未付的订单立即关闭。"),
     "sandbox.last_order": ("Order", "订单"),
     "sandbox.id": ("ID", "ID"),
     "sandbox.out_trade_no": ("Provider order number", "渠道订单号"),
@@ -162,14 +168,23 @@ async def _action(request: Request, op: Operator) -> tuple[Form, Runtime, AppCon
     return form, rt, await app_context(request, op)
 
 
+#: what the payer can do, per simulator: pay; or (WeChat Pay) fail (PAYERROR) or never pay until the order expires
+OUTCOMES = {"wechatpay": ("pay", "fail", "expire"), "alipay": ("pay",), "jdpay": ("pay",)}
+_OUTCOME_ACTION = {"pay": "sandbox.paid", "fail": "sandbox.payment_failed", "expire": "sandbox.expired"}
+
+
 @router.post("/sandbox/pay")
 async def sandbox_pay(request: Request, op: OperatorDep) -> Response:
     form, rt, ctx = await _action(request, op)
     order = await _find_order(rt, ctx, form.text("order", max_length=64))
+    outcome = form.get("outcome", "pay")
     if order.provider not in PAYABLE:
         raise InvalidRequest(f"the {order.provider} simulator has no payer to pay", code="sandbox_not_payable")
-    await _call(rt, "POST", f"/{order.provider}/_sandbox/pay", json={"out_trade_no": order.out_trade_no})
-    await audit.record_now(rt, action="sandbox.paid", app_id=ctx.app_id, mode=ctx.mode, target=order.id,
+    if outcome not in OUTCOMES[order.provider]:
+        raise InvalidRequest(f"the {order.provider} simulator's payer can: {', '.join(OUTCOMES[order.provider])}",
+                             code="parameter_invalid", param="outcome")
+    await _call(rt, "POST", f"/{order.provider}/_sandbox/{outcome}", json={"out_trade_no": order.out_trade_no})
+    await audit.record_now(rt, action=_OUTCOME_ACTION[outcome], app_id=ctx.app_id, mode=ctx.mode, target=order.id,
                            details={"provider": order.provider})
     await _sync(rt, order)
     return redirect(f"/console/sandbox?order={order.id}", notice="done")
