@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Integer, and_, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from minigate.console.web import query_date
 from minigate.errors import InvalidRequest
 from minigate.services.apps import AppContext
 from minigate.services.runtime import Runtime
@@ -75,22 +76,13 @@ def day_range(now: datetime, start: str | None, end: str | None, tz: str | None)
     if zone not in TIMEZONES:
         raise InvalidRequest(f"tz must be one of {', '.join(TIMEZONES)}", param="tz", code="parameter_invalid")
     today = (now.astimezone(UTC) + timedelta(minutes=TIMEZONES[zone])).date()
-    last = _parse(end, "to") or today
-    first = _parse(start, "from") or last - timedelta(days=DEFAULT_DAYS - 1)
+    last = query_date("to", end) or today
+    first = query_date("from", start) or last - timedelta(days=DEFAULT_DAYS - 1)
     if last < first:
         raise InvalidRequest("to must not be before from", param="to", code="invalid_range")
     if (last - first).days >= MAX_DAYS:
         raise InvalidRequest(f"ranges are limited to {MAX_DAYS} days", param="to", code="invalid_range")
     return DayRange(first, last, zone)
-
-
-def _parse(value: str | None, name: str) -> date | None:
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(value.strip())
-    except ValueError:
-        raise InvalidRequest(f"{name} must be a date (YYYY-MM-DD)", param=name, code="parameter_invalid") from None
 
 
 @dataclass

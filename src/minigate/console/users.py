@@ -33,7 +33,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
 
-from minigate.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound, PermissionDenied, RateLimited
+from minigate.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound, RateLimited
 from minigate.logging import get_logger
 from minigate.services import audit
 from minigate.services.ids import new_id
@@ -41,7 +41,7 @@ from minigate.services.runtime import Runtime
 from minigate.store.tables import ConsoleSession, ConsoleUser
 
 __all__ = ["ROLES", "Operator", "SignIn", "allows", "change_password", "confirm_totp", "create_user",
-           "disable_totp", "end_session", "finish_totp", "list_users", "load_session", "require", "set_disabled",
+           "disable_totp", "end_session", "finish_totp", "list_users", "load_session", "set_disabled",
            "set_role", "sign_in", "start_totp", "update_session", "user_view", "verify_totp_step"]
 
 log = get_logger("minigate.console")
@@ -402,9 +402,3 @@ async def end_session(rt: Runtime, op: Operator) -> None:
         await session.execute(update(ConsoleSession).where(ConsoleSession.id == op.session_id)
                               .values(revoked_at=rt.now()))
         await audit.record(session, rt, action="console.logout", target=op.user_id, actor=op.actor)
-
-
-def require(op: Operator, needed: str) -> None:
-    if not op.can(needed):
-        raise PermissionDenied(f"this needs the {needed} role; you are {op.role}", code="role_required",
-                               details={"role": needed})

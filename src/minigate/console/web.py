@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, date, datetime
 from importlib import resources
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -25,6 +26,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from sqlalchemy import select
 
+from minigate.api.deps import client_ip
+from minigate.api.deps import get_runtime as runtime
 from minigate.console import users
 from minigate.console.i18n import LANGS, translator
 from minigate.console.users import Operator
@@ -35,8 +38,8 @@ from minigate.services.apps import AppContext
 from minigate.services.runtime import Runtime
 from minigate.store.tables import App
 
-__all__ = ["COOKIE", "AdminDep", "ConsoleRoute", "Form", "OperatorDep", "ViewerDep", "app_context", "done",
-           "read_form", "redirect", "render", "router"]
+__all__ = ["COOKIE", "AdminDep", "ConsoleRoute", "Form", "OperatorDep", "ViewerDep", "app_context", "client_ip",
+           "done", "query_date", "read_form", "redirect", "render", "request_apps", "router", "runtime"]
 
 log = get_logger("minigate.console")
 
@@ -96,22 +99,12 @@ def _when(value: Any) -> str:
     if value is None:
         return "—"
     if isinstance(value, int | float):
-        from datetime import UTC, datetime
         value = datetime.fromtimestamp(value, UTC)
     return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else str(value)
 
 
 _env.filters["money"] = _money
 _env.filters["when"] = _when
-
-
-def runtime(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.runtime
-    return rt
-
-
-def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 async def _signed_in(request: Request) -> Operator:
@@ -183,6 +176,16 @@ class Form(dict[str, str]):
         return fen
 
 
+def query_date(name: str, raw: str | None) -> date | None:
+    """A ``YYYY-MM-DD`` filter from the query string (None when absent or empty)."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return date.fromisoformat(raw.strip())
+    except ValueError:
+        raise InvalidRequest(f"{name} must be a date (YYYY-MM-DD)", code="parameter_invalid", param=name) from None
+
+
 def _same_origin(request: Request) -> bool:
     """Browsers send Origin on POSTs: it must name this host (a cross-site form fails here before the token)."""
     origin = request.headers.get("origin")
@@ -232,12 +235,24 @@ async def apps_list(rt: Runtime) -> list[dict[str, str]]:
     return [{"id": r.id, "name": r.name} for r in rows]
 
 
+async def request_apps(request: Request) -> list[dict[str, str]]:
+    """The apps, read once per request (the page's header, its app context and its content all need them)."""
+    apps: list[dict[str, str]] | None = getattr(request.state, "console_apps", None)
+    if apps is None:
+        apps = request.state.console_apps = await apps_list(runtime(request))
+    return apps
+
+
+def _current_app(apps: list[dict[str, str]], op: Operator) -> str | None:
+    """The session's app if it still exists, else the first app (None when there is none)."""
+    if any(a["id"] == op.app_id for a in apps):
+        return op.app_id
+    return apps[0]["id"] if apps else None
+
+
 async def app_context(request: Request, op: Operator) -> AppContext:
     """The app and mode the operator is looking at (the first app when none was chosen yet)."""
-    rt = runtime(request)
-    apps = await apps_list(rt)
-    ids = {a["id"] for a in apps}
-    app_id = op.app_id if op.app_id in ids else (apps[0]["id"] if apps else None)
+    app_id = _current_app(await request_apps(request), op)
     if app_id is None:
         raise InvalidRequest("there is no app yet", code="no_app")
     return AppContext(app_id=app_id, mode=op.mode, key_id=None)
@@ -264,10 +279,8 @@ async def render(request: Request, op: Operator | None, template: str, *, status
     rt = runtime(request)
     lang = op.lang if op else request.cookies.get("mg_lang", "en")
     lang = lang if lang in LANGS else "en"
-    apps = await apps_list(rt) if op else []
-    current_app = None
-    if op:
-        current_app = op.app_id if any(a["id"] == op.app_id for a in apps) else (apps[0]["id"] if apps else None)
+    apps = await request_apps(request) if op else []
+    current_app = _current_app(apps, op) if op else None
     nav = [(key, href) for key, href, role in _NAV
            if op and op.can(role) and (key != "sandbox" or op.mode == "test")]
     path = request.url.path

@@ -20,7 +20,7 @@ import hashlib
 import secrets
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
@@ -60,7 +60,7 @@ from minigate.store.tables import (
     PublishableKey,
 )
 
-__all__ = ["AnalyticsSettings", "collect", "create_publishable_key", "settings_section"]
+__all__ = ["AnalyticsSettings", "collect", "create_publishable_key", "parse_where", "query_range", "settings_section"]
 
 log = get_logger("minigate.analytics")
 
@@ -728,6 +728,23 @@ async def forwarding_status(rt: Runtime, ctx: AppContext) -> dict[str, Any]:
 
 def beijing_today(now: datetime) -> date:
     return (now.astimezone(UTC) + BEIJING).date()
+
+
+def query_range(now: datetime, start: date | None, end: date | None) -> tuple[date, date]:
+    """A query's days: up to ``end`` (default: today in Beijing), from ``start`` (default: the 7 days to ``end``)."""
+    end = end or beijing_today(now)
+    return start or end - timedelta(days=6), end
+
+
+def parse_where(items: Iterable[str]) -> dict[str, str]:
+    """Property filters given as ``key:value`` strings."""
+    found: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition(":")
+        if not sep or not key:
+            raise InvalidRequest("where filters are key:value", param="where", code="invalid_filter")
+        found[key] = value
+    return found
 
 
 async def request_pull(rt: Runtime, ctx: AppContext, *, source: str, day: date) -> dict[str, Any]:

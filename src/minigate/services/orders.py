@@ -32,7 +32,7 @@ from minigate.store.tables import Order, OrderEvent
 from minigate.vault import mask
 
 __all__ = ["NewOrder", "apply_trade_status", "close_locally", "close_order", "complete_creation", "create_order",
-           "get_order", "list_orders", "lock_order", "move", "order_view", "record"]
+           "get_order", "list_orders", "lock_order", "move", "order_view", "query_and_apply", "record"]
 
 log = get_logger("minigate.orders")
 
@@ -359,6 +359,12 @@ async def close_locally(rt: Runtime, session: AsyncSession, order: Order, *, sou
 async def _emit_order(rt: Runtime, session: AsyncSession, order: Order, type: str) -> None:
     await events.emit(session, rt, app_id=order.app_id, mode=order.mode, type=type, obj=order_view(rt, order),
                       now=rt.now())
+
+
+async def query_and_apply(rt: Runtime, order: Order, *, source: str) -> str:
+    """Ask the provider about the order now and apply its answer (what an operator's "query now" does)."""
+    provider = await rt.payment_provider(order.app_id, order.mode, order.provider)
+    return await apply_query_result(rt, order.id, await provider.query_order(order.out_trade_no), source=source)
 
 
 async def apply_query_result(rt: Runtime, order_id: str, result: ProviderResult[TradeStatus], *,

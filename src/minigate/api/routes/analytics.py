@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
@@ -21,19 +21,11 @@ Where = Annotated[list[str] | None, Query(description="property filters, each ke
 
 
 def _range(rt: Any, start: date | None, end: date | None) -> tuple[date, date]:
-    today = analytics.beijing_today(rt.now())
-    end = end or today
-    return start or end - timedelta(days=6), end
+    return analytics.query_range(rt.now(), start, end)
 
 
 def _where(items: list[str] | None) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition(":")
-        if not sep or not key:
-            raise InvalidRequest("where filters are key:value", param="where", code="invalid_filter")
-        found[key] = value
-    return found
+    return analytics.parse_where(items or [])
 
 
 @router.post("/v1/analytics/collect", summary="Collect a batch of events from a mini-program (publishable key)",

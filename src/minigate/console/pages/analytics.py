@@ -8,7 +8,7 @@ property filters ``key:value`` (one per line; all must hold) — and are refused
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,7 +19,7 @@ from starlette.datastructures import QueryParams
 from minigate.console import charts
 from minigate.console.i18n import register, translator
 from minigate.console.users import Operator
-from minigate.console.web import ViewerDep, app_context, render, router, runtime
+from minigate.console.web import ViewerDep, app_context, query_date, render, router, runtime
 from minigate.errors import InvalidRequest
 from minigate.services import analytics
 
@@ -99,28 +99,13 @@ register({
 
 
 def _dates(q: QueryParams, rt: Any) -> tuple[date, date]:
-    def parse(name: str) -> date | None:
-        raw = (q.get(name) or "").strip()
-        if not raw:
-            return None
-        try:
-            return date.fromisoformat(raw)
-        except ValueError:
-            raise InvalidRequest(f"{name} must be a date (YYYY-MM-DD)", param=name, code="parameter_invalid") from None
-    end = parse("to") or analytics.beijing_today(rt.now())
-    return parse("from") or end - timedelta(days=6), end
+    return analytics.query_range(rt.now(), query_date("from", q.get("from")), query_date("to", q.get("to")))
 
 
 def _where(q: QueryParams) -> tuple[dict[str, str], str]:
     """Property filters: repeated ``where`` values, each holding ``key:value`` lines (the API's rule)."""
     lines = [line.strip() for raw in q.getlist("where") for line in raw.splitlines() if line.strip()]
-    found: dict[str, str] = {}
-    for item in lines:
-        key, sep, value = item.partition(":")
-        if not sep or not key:
-            raise InvalidRequest("where filters are key:value", param="where", code="invalid_filter")
-        found[key] = value
-    return found, "\n".join(lines)
+    return analytics.parse_where(lines), "\n".join(lines)
 
 
 def _platform(q: QueryParams) -> str | None:

@@ -25,7 +25,18 @@ from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from minigate.console.i18n import register
-from minigate.console.web import AdminDep, OperatorDep, ViewerDep, app_context, done, read_form, render, router, runtime
+from minigate.console.web import (
+    AdminDep,
+    OperatorDep,
+    ViewerDep,
+    app_context,
+    done,
+    query_date,
+    read_form,
+    render,
+    router,
+    runtime,
+)
 from minigate.errors import InvalidRequest, NotFound
 from minigate.logging import redact, scrub_text
 from minigate.services import audit, events, exceptions, identity, sms
@@ -199,15 +210,6 @@ def _text(name: str, value: str | None, max_length: int = 64) -> str | None:
     return value or None
 
 
-def _day(name: str, value: str | None) -> date | None:
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise InvalidRequest(f"{name} must be YYYY-MM-DD", param=name, code="parameter_invalid") from None
-
-
 def _beijing_start(day: date) -> int:
     return int(datetime.combine(day, datetime.min.time(), BEIJING).timestamp())
 
@@ -324,7 +326,7 @@ def _run_row(run: ReconciliationRun) -> dict[str, Any]:
 async def reconciliation_page(request: Request, op: ViewerDep, date: str | None = None,
                               provider: str | None = None, after: str | None = None) -> Response:
     rt, ctx = runtime(request), await app_context(request, op)
-    day = _day("date", date)
+    day = query_date("date", date)
     provider = _text("provider", provider, 32)
     query = select(ReconciliationRun).where(ReconciliationRun.app_id == ctx.app_id,
                                             ReconciliationRun.mode == ctx.mode)
@@ -441,8 +443,8 @@ async def sms_page(request: Request, op: ViewerDep, status: str | None = None, k
                    template: str | None = None, start_day: Annotated[str | None, Query(alias="from")] = None,
                    to: str | None = None, after: str | None = None) -> Response:
     rt, ctx = runtime(request), await app_context(request, op)
-    start = _day("from", start_day)
-    end = _day("to", to)
+    start = query_date("from", start_day)
+    end = query_date("to", to)
     status = _choice("status", status, SMS_STATUSES)
     kind = _choice("kind", kind, SMS_KINDS)
     template = _text("template", template)

@@ -15,7 +15,7 @@ import re
 import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -26,9 +26,21 @@ from sqlalchemy import or_, select
 from minigate.console import approvals as approval_service
 from minigate.console.i18n import register, translator
 from minigate.console.users import Operator
-from minigate.console.web import Form, OperatorDep, ViewerDep, app_context, read_form, redirect, render, router, runtime
+from minigate.console.web import (
+    Form,
+    OperatorDep,
+    ViewerDep,
+    app_context,
+    query_date,
+    read_form,
+    redirect,
+    render,
+    router,
+    runtime,
+)
 from minigate.errors import InvalidRequest, OutcomeUnknown, ProviderError, ServiceUnavailable
 from minigate.logging import redact, scrub_text
+from minigate.money import fen_to_yuan
 from minigate.services import audit, refunds
 from minigate.services import orders as order_service
 from minigate.services.apps import AppContext
@@ -165,17 +177,9 @@ def _fen(name: str, raw: str | None) -> int | None:
 
 
 def _day(name: str, raw: str | None) -> datetime | None:
-    if not raw or not raw.strip():
-        return None
-    try:
-        return datetime.combine(date.fromisoformat(raw.strip()), datetime.min.time(), UTC)
-    except ValueError:
-        raise InvalidRequest(f"{name} must be a date such as 2026-01-31", code="parameter_invalid",
-                             param=name) from None
-
-
-def _yuan(fen: int) -> str:
-    return f"{fen // 100}.{fen % 100:02d}"
+    """The start (UTC) of the day a date filter names."""
+    day = query_date(name, raw)
+    return None if day is None else datetime.combine(day, datetime.min.time(), UTC)
 
 
 @contextmanager
@@ -326,7 +330,7 @@ async def refund_review(request: Request, order_id: str, op: OperatorDep) -> Res
     form, _ctx, order, amount = await _refund_request(request, op, order_id)
     reason = form.text("reason", required=False, max_length=approval_service.MAX_REASON)
     approval_service.check_amount(order, amount)
-    return await render(request, op, "order_refund_confirm.html", order=order, amount=amount, yuan=_yuan(amount),
+    return await render(request, op, "order_refund_confirm.html", order=order, amount=amount, yuan=fen_to_yuan(amount),
                         reason=reason, nonce=secrets.token_hex(16),
                         needs_approval=approval_service.needs_approval(runtime(request), amount))
 
@@ -365,10 +369,9 @@ async def query_now(request: Request, order_id: str, op: OperatorDep) -> Respons
     rt = runtime(request)
     ctx = await app_context(request, op)
     order = await order_service.get_order(rt, ctx, order_id[:40])
-    provider = await rt.payment_provider(order.app_id, order.mode, order.provider)
     with provider_errors():
-        result = await provider.query_order(order.out_trade_no)
-        outcome = await order_service.apply_query_result(rt, order.id, result, source="query")
+        outcome = await order_service.query_and_apply(rt, order, source="query")
+        provider = await rt.payment_provider(order.app_id, order.mode, order.provider)
         async with rt.db.read() as session:
             open_refunds = (await session.execute(select(Refund).where(
                 Refund.order_id == order.id, Refund.status.in_(("pending", "processing"))))).scalars().all()

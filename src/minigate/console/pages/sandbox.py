@@ -130,9 +130,7 @@ async def _sync(rt: Runtime, order: Order) -> None:
     """Ask the provider about the order now (as the worker would) so its payment shows without waiting for the
     notification; a failure here is harmless, the notification and the worker still bring it."""
     try:
-        provider = await rt.payment_provider(order.app_id, order.mode, order.provider)
-        result = await provider.query_order(order.out_trade_no)
-        await order_service.apply_query_result(rt, order.id, result, source="console")
+        await order_service.query_and_apply(rt, order, source="console")
     except (MinigateError, OSError, httpx.HTTPError) as exc:
         log.info("sandbox: order not synchronised after payment", order_id=order.id, error=type(exc).__name__)
 

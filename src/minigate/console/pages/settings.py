@@ -28,11 +28,11 @@ from minigate.console.web import (
     AdminDep,
     Form,
     app_context,
-    apps_list,
     done,
     read_form,
     redirect,
     render,
+    request_apps,
     router,
     runtime,
 )
@@ -147,8 +147,7 @@ register({
 
 async def _page(request: Request, op: Operator, tab: str, template: str, *, status_code: int = 200,
                 **context: Any) -> Response:
-    rt = runtime(request)
-    app_list = await apps_list(rt)
+    app_list = await request_apps(request)
     ctx = await app_context(request, op) if app_list else None
     app_name = next((a["name"] for a in app_list if ctx and a["id"] == ctx.app_id), "")
     return await render(request, op, template, status_code=status_code, tab=tab, tabs=_TABS, ctx=ctx,
