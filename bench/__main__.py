@@ -1,4 +1,6 @@
-"""``python -m bench checkout|notify|replay|limit|profile|all [--full] [--db sqlite|postgres|both] [--out DIR]``;
+"""``python -m bench checkout|notify|replay|codes|ingest|limit|profile|all [--full] [--db sqlite|postgres|both]``;
+``all`` runs (a) checkout, (b) notification storm, (c) idempotent replay, (d) SMS codes and (e) analytics ingest
+against minigate and the baselines on each database, with the limit measured in the same run;
 ``python -m bench sms [--codes N] [--concurrency C] [--db ...]`` (verification codes, see :mod:`bench.sms`);
 ``python -m bench analytics [--events N] [--engines]`` (dashboard queries, see :mod:`bench.analytics`);
 ``python -m bench analytics-ingest [--batch B ...] [--gateways G]`` (durable ingest: :mod:`bench.analytics_ingest`)."""
@@ -16,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import harness, limit, report, scenarios
+from bench import analytics_ingest, harness, limit, report, scenarios, sms
 from bench.common import ROOT, machine_info
 
 SIZES = {
@@ -25,6 +27,10 @@ SIZES = {
     "full": dict(orders=8000, concurrency=32, storm=4000, paced=2000, replay=8000, replay_concurrency=16),
 }
 TARGET_NOTIFY_RATE = 1500
+#: (d) SMS codes and (e) analytics ingest, per size (each system starts on a fresh server and database)
+SMS_SIZES = sms.SIZES
+INGEST_SIZES = analytics_ingest.SIZES
+ABC = ("checkout", "notify", "replay", "profile", "all")
 
 
 def _run_loop(coro: Any) -> Any:
@@ -105,19 +111,16 @@ def run_system(command: str, system: str, db: str, *, run_dir: Path, sandbox: ha
 def main(argv: list[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["sms"]:
-        from bench import sms
-
         return sms.main(args_list[1:])
     if args_list[:1] == ["analytics"]:
         from bench import analytics
 
         return analytics.main(args_list[1:])
     if args_list[:1] == ["analytics-ingest"]:
-        from bench import analytics_ingest
-
         return analytics_ingest.main(args_list[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("command", choices=["checkout", "notify", "replay", "limit", "profile", "all"])
+    parser.add_argument("command", choices=["checkout", "notify", "replay", "codes", "ingest", "limit", "profile",
+                                            "all"])
     parser.add_argument("--full", action="store_true", help="long runs (default: quick sizes)")
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--system", choices=["minigate", "baseline", "both"], default="both")
@@ -129,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orders", type=int, help="override the checkout size")
     args = parser.parse_args(argv)
 
-    size = dict(SIZES["full" if args.full else "quick"])
+    size_name = "full" if args.full else "quick"
+    size = dict(SIZES[size_name])
     if args.orders:
         size["orders"] = args.orders
         size["storm"] = min(size["storm"], args.orders // 2)
@@ -144,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
         "started": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine_info(),
-        "settings": {"sizes": size, "size_name": "full" if args.full else "quick", "dbs": dbs, "systems": systems,
+        "settings": {"sizes": size, "sms_size": SMS_SIZES[size_name], "ingest_size": INGEST_SIZES[size_name],
+                     "size_name": size_name, "dbs": dbs, "systems": systems,
+                     "gateway_workers": {db: harness.gateway_workers(db) for db in dbs},
                      "gateway_log_level": args.log_level, "sandbox_time_scale": harness.TIME_SCALE,
                      "target_notify_rate": TARGET_NOTIFY_RATE,
                      "sqlite": "WAL + synchronous=FULL (minigate: store/db.py; baseline: bench/baseline/app.py)",
@@ -157,13 +163,17 @@ def main(argv: list[str] | None = None) -> int:
     report.console.print(f"[b]minigate bench[/b] {args.command} ({results['settings']['size_name']}) "
                          f"dbs={dbs} systems={systems}; run dir {run_dir}")
     pg: harness.Postgres | None = None
+    redis: sms.Redis | None = None
     procs: list[Any] = []
     try:
-        if "postgres" in dbs or args.command in ("limit", "checkout", "all"):
-            if "postgres" in dbs:
-                pg = harness.start_postgres()
-                results["settings"]["postgres"] = pg.settings
-        if args.command in ("limit", "checkout", "all"):
+        if "postgres" in dbs:
+            pg = harness.start_postgres()
+            results["settings"]["postgres"] = pg.settings
+        if (args.command in ("codes", "all") and "minigate" in systems
+                and any(harness.gateway_workers(db) > 1 for db in dbs)):
+            redis = sms.start_redis()     # the limits of several gateway processes (the per-phone window)
+            results["settings"]["sms_limits_store"] = "redis"
+        if args.command in ("limit", "checkout", "codes", "all"):
             pg_limit_url = pg.create_database("bench_limit") if pg else None
             results["limit"] = limit.measure(run_dir, pg_limit_url, full=args.full)
         if args.command != "limit":
@@ -176,12 +186,26 @@ def main(argv: list[str] | None = None) -> int:
                 from bench.profile import Profiler
 
                 hook = Profiler(args.profiler, run_dir, args.out, stamp)
+            sms_tag = 0
             for db in dbs:
-                results["runs"][db] = {}
-                for system in systems:
-                    results["runs"][db][system] = run_system(
-                        args.command, system, db, run_dir=run_dir, sandbox=sandbox, receiver=receiver, pg=pg,
-                        size=size, log_level=args.log_level, profile_hook=hook)
+                results["runs"][db] = {system: {} for system in systems}
+                if args.command in ABC:
+                    for system in systems:
+                        results["runs"][db][system] = run_system(
+                            args.command, system, db, run_dir=run_dir, sandbox=sandbox, receiver=receiver, pg=pg,
+                            size=size, log_level=args.log_level, profile_hook=hook)
+                if args.command in ("codes", "all"):
+                    for system in systems:
+                        results["runs"][db][system]["sms"] = sms.scenario(
+                            system, db, run_dir=run_dir, sandbox=sandbox, receiver=receiver, pg=pg,
+                            log_level=args.log_level, redis=redis, run_loop=_run_loop, tag=sms_tag,
+                            **SMS_SIZES[size_name])
+                        sms_tag += 1     # every run its own numbers: the simulator limits each to 1 SMS a minute
+                if args.command in ("ingest", "all"):
+                    for system in systems:
+                        results["runs"][db][system]["ingest"] = analytics_ingest.scenario(
+                            system, db, run_dir=run_dir, sandbox=sandbox, receiver=receiver, pg=pg,
+                            log_level=args.log_level, **INGEST_SIZES[size_name])
             if hook is not None:
                 results["profile"] = hook.summary
         results["ratios"] = report.ratios(results["runs"])
@@ -190,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for p in reversed(procs):
             p.stop()
+        if redis is not None:
+            redis.stop()
         if pg is not None:
             pg.stop()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,11 @@ starts), which competes with them for the same two cores. Per batch size it meas
 
 The goal of issue 7 is 50,000 events/s on this 2-core machine; the ratio printed is measured/goal, in one run.
 The generator shares the two cores with the gateways, so the numbers are a floor.
+
+Scenario (e) of ``python -m bench all`` (:func:`scenario`) loads one ``minigate serve`` (with the harness's
+worker processes, on SQLite or PostgreSQL) and then the baseline (``bench/baseline/analytics_app.py``: Flask +
+SQLAlchemy inserting each batch into an ``events`` table, gunicorn) the same way, and adds the CPU time of the
+system's processes per 1,000 events and the ratios to the baseline.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,7 +42,7 @@ from typing import Any
 import httpx
 
 from bench import report
-from bench.common import PY, ROOT, free_port, latency_summary, machine_info, running, start
+from bench.common import PY, ROOT, Proc, free_port, latency_summary, machine_info, running, start
 
 GOAL_EVENTS_PER_SECOND = 50_000
 NAMES = ("view_product", "add_to_cart", "checkout", "$pageview", "search", "share", "favorite", "coupon_view")
@@ -64,27 +70,35 @@ def _bodies(events: int, batch: int, sent_at: int) -> list[bytes]:
     return bodies
 
 
-async def _send(urls: list[str], key: str, bodies: list[bytes], concurrency: int) -> tuple[float, list[float], int]:
+async def _send(urls: list[str], key: str, bodies: list[bytes], concurrency: int
+                ) -> tuple[float, list[float], int, int]:
+    """(seconds, latencies, events accepted, answers that were not 200)."""
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json", "Content-Encoding": "gzip"}
     latencies: list[float] = []
-    accepted = 0
+    accepted = errors = 0
     queue = list(enumerate(bodies))
     queue.reverse()
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=60) as client:
         async def worker(w: int) -> None:
-            nonlocal accepted
+            nonlocal accepted, errors
             while queue:
                 i, body = queue.pop()
                 t = time.perf_counter()
-                r = await client.post(f"{urls[i % len(urls)]}/v1/analytics/collect", content=body, headers=headers)
+                try:
+                    r = await client.post(f"{urls[i % len(urls)]}/v1/analytics/collect", content=body,
+                                          headers=headers)
+                except httpx.HTTPError:
+                    errors += 1
+                    continue
                 latencies.append(time.perf_counter() - t)
                 if r.status_code != 200:
-                    raise RuntimeError(f"collect answered {r.status_code}: {r.text[:200]}")
+                    errors += 1
+                    continue
                 accepted += r.json()["accepted"]
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(w) for w in range(concurrency)))
-        return time.perf_counter() - t0, latencies, accepted
+        return time.perf_counter() - t0, latencies, accepted, errors
 
 
 WRK_SCRIPT = r"""
@@ -135,9 +149,9 @@ def _wrk(urls: list[str], key: str, batch: int, seconds: int, concurrency: int, 
             "latency": {"p50_ms": ms("50%", outs[0]), "p99_ms": ms("99%", outs[0])}, "raw": outs}
 
 
-def _wait_visible(url: str, headers: dict[str, str], expected: int, within: float = 300) -> None:
+def _wait_visible(count: Callable[[], int], expected: int, within: float = 300) -> None:
     deadline = time.monotonic() + within
-    while (seen := _visible(url, headers)) < expected:
+    while (seen := count()) < expected:
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {seen} of {expected} acknowledged events queryable after {within:.0f} s")
         time.sleep(0.05)
@@ -147,6 +161,42 @@ def _visible(url: str, headers: dict[str, str]) -> int:
     r = httpx.get(f"{url}/v1/analytics/top_events", params={"limit": 200}, headers=headers, timeout=60)
     r.raise_for_status()
     return sum(row["events"] for row in r.json()["data"])
+
+
+def measure_batch(urls: list[str], key: str, batch: int, *, seconds: int, events: int, concurrency: int,
+                  use_wrk: bool, run_dir: Path, count: Callable[[], int], before: int,
+                  cpu: Callable[[], float] | None = None) -> dict[str, Any]:
+    """Load ``urls`` with batches of ``batch`` events, then wait until ``count()`` reaches ``before`` + accepted.
+
+    ``cpu``: CPU seconds of the system under test, read before the load and once everything is queryable."""
+    cpu0 = cpu() if cpu else None
+    load0 = os.getloadavg()[0]
+    if use_wrk:
+        t_start = time.perf_counter()
+        out = _wrk(urls, key, batch, seconds, concurrency, run_dir)
+        requests, errors = out["requests"], out["non_2xx"]
+        accepted = (requests - errors) * batch
+        ack_seconds, latency = float(out["seconds"]), out["latency"]
+    else:
+        bodies = _bodies(events, batch, int(time.time() * 1000))
+        report.console.print(f"[dim]batch {batch}: {len(bodies)} requests of ≤{batch} events (httpx)[/dim]")
+        t_start = time.perf_counter()
+        ack_seconds, latencies, accepted, errors = asyncio.run(_send(urls, key, bodies, concurrency))
+        requests, latency = len(bodies), latency_summary(latencies)
+    _wait_visible(count, before + accepted)
+    queryable = time.perf_counter() - t_start
+    rate = accepted / ack_seconds
+    row: dict[str, Any] = {
+        "batch": batch, "requests": requests, "accepted": accepted, "errors": errors,
+        "ack_seconds": round(ack_seconds, 3), "acked_events_per_s": round(rate),
+        "ratio_to_goal": round(rate / GOAL_EVENTS_PER_SECOND, 3), "latency": latency,
+        "all_queryable_after_s": round(queryable, 3), "end_to_end_events_per_s": round(accepted / queryable),
+        "loadavg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)]}
+    if cpu is not None and cpu0 is not None:
+        used = cpu() - cpu0
+        row["system_cpu_s"] = round(used, 3)
+        row["system_cpu_ms_per_1000_events"] = round(used * 1e6 / accepted, 2) if accepted else None
+    return row
 
 
 def run(events: int, batches: list[int], gateways: int, concurrency: int, seconds: int = 10,
@@ -164,7 +214,7 @@ def run(events: int, batches: list[int], gateways: int, concurrency: int, second
             port = free_port()
             env = {"MINIGATE_DATA_DIR": str(data_dir), "MINIGATE_PORT": str(port),
                    "MINIGATE_PUBLIC_URL": f"http://127.0.0.1:{port}", "MINIGATE_LOG_LEVEL": "WARNING",
-                   "MINIGATE_API_REQUESTS_PER_SECOND_PER_KEY": "0",
+                   "MINIGATE_API_REQUESTS_PER_SECOND_PER_KEY": "0", "MINIGATE_WORKERS": "1",
                    "MINIGATE_SANDBOX_DIR": str(run_dir / "sandbox")}
             procs.append(start(f"gateway{g}", [PY, "-m", "minigate.cli", "serve"], env=env,
                                log_dir=run_dir / "logs", base_url=f"http://127.0.0.1:{port}", ready_path="/readyz",
@@ -180,46 +230,17 @@ def run(events: int, batches: list[int], gateways: int, concurrency: int, second
                 if not found:
                     raise RuntimeError("no test key in the gateway's output")
                 secret = {"Authorization": f"Bearer {found.group(1)}"}
-                httpx.put(f"{urls[0]}/v1/analytics/settings", headers=secret, timeout=10,
-                          json={"requests_per_second": 100_000, "requests_per_minute_per_ip": 1_000_000}
-                          ).raise_for_status()
-                key = httpx.post(f"{urls[0]}/v1/analytics/publishable_keys", headers=secret, timeout=10).json()["key"]
+                key = _raise_limits_and_key(urls[0], secret)
         with running(procs):
             time.sleep(5.5)          # settings caches expire, so every process sees the raised limits
             total_before = _visible(urls[0], secret)
             for batch in batches:
-                if use_wrk:
-                    t_start = time.perf_counter()
-                    out = _wrk(urls, key, batch, seconds, concurrency, run_dir)
-                    if out["non_2xx"]:
-                        raise RuntimeError(f"{out['non_2xx']} answers were not 2xx:\n{out['raw'][0]}")
-                    accepted = out["requests"] * batch
-                    _wait_visible(urls[0], secret, total_before + accepted)
-                    queryable = time.perf_counter() - t_start
-                    total_before += accepted
-                    rate = accepted / out["seconds"]
-                    row = {"batch": batch, "requests": out["requests"], "accepted": accepted,
-                           "ack_seconds": out["seconds"], "acked_events_per_s": round(rate),
-                           "ratio_to_goal": round(rate / GOAL_EVENTS_PER_SECOND, 3), "latency": out["latency"],
-                           "all_queryable_after_s": round(queryable, 3),
-                           "end_to_end_events_per_s": round(accepted / queryable)}
-                    results["runs"].append(row)
-                    _print(row)
-                    continue
-                bodies = _bodies(events, batch, int(time.time() * 1000))
-                report.console.print(f"[dim]batch {batch}: {len(bodies)} requests of ≤{batch} events (httpx)[/dim]")
-                t_start = time.perf_counter()
-                wall, latencies, accepted = asyncio.run(_send(urls, key, bodies, concurrency))
-                _wait_visible(urls[0], secret, total_before + accepted)
-                queryable = time.perf_counter() - t_start
-                total_before += accepted
-                rate = accepted / wall
-                row = {"batch": batch, "requests": len(bodies), "accepted": accepted,
-                       "ack_seconds": round(wall, 3), "acked_events_per_s": round(rate),
-                       "ratio_to_goal": round(rate / GOAL_EVENTS_PER_SECOND, 3),
-                       "latency": latency_summary(latencies),
-                       "all_queryable_after_s": round(queryable, 3),
-                       "end_to_end_events_per_s": round(accepted / queryable)}
+                row = measure_batch(urls, key, batch, seconds=seconds, events=events, concurrency=concurrency,
+                                    use_wrk=use_wrk, run_dir=run_dir, count=lambda: _visible(urls[0], secret),
+                                    before=total_before, cpu=lambda: sum(p.cpu() for p in procs))
+                if row["errors"]:
+                    raise RuntimeError(f"{row['errors']} answers were not 2xx")
+                total_before += row["accepted"]
                 results["runs"].append(row)
                 _print(row)
     finally:
@@ -227,6 +248,85 @@ def run(events: int, batches: list[int], gateways: int, concurrency: int, second
             p.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
     return results
+
+
+def _raise_limits_and_key(url: str, secret: dict[str, str]) -> str:
+    """Raise the app's analytics request limits (the load comes from one address) and make a publishable key."""
+    httpx.put(f"{url}/v1/analytics/settings", headers=secret, timeout=10,
+              json={"requests_per_second": 100_000, "requests_per_minute_per_ip": 1_000_000}).raise_for_status()
+    answer = httpx.post(f"{url}/v1/analytics/publishable_keys", headers=secret, timeout=10)
+    answer.raise_for_status()
+    return str(answer.json()["key"])
+
+
+# --------------------------------------------------------------------------- scenario (e) of `python -m bench all`
+
+SIZES = {"quick": dict(batches=[20, 500], seconds=4, events=20_000, concurrency=16),
+         "full": dict(batches=[20, 100, 500], seconds=10, events=200_000, concurrency=16)}
+
+
+def start_baseline(run_dir: Path, db: str, pg: Any) -> tuple[Proc, str, str]:
+    """(process, database URL, key) of ``bench/baseline/analytics_app.py`` under gunicorn, on a fresh database."""
+    from bench.baseline.analytics_app import init_db
+    from bench.sms import baseline_database, start_gunicorn_app
+
+    url = baseline_database(run_dir, db, pg, "analyticsbaseline")
+    init_db(url)
+    key = "pk_test_" + uuid.uuid4().hex
+    proc = start_gunicorn_app(f"analytics-baseline-{db}", "bench.baseline.analytics_app:create_app()",
+                              run_dir=run_dir, env={"BASELINE_DATABASE_URL": url, "BASELINE_ANALYTICS_KEY": key})
+    return proc, url, key
+
+
+def scenario(system: str, db: str, *, run_dir: Path, sandbox: Any, receiver: Proc, pg: Any, batches: list[int],
+             seconds: int, events: int, concurrency: int, log_level: str, generator: str = "auto") -> dict[str, Any]:
+    """Scenario (e) for one system on one database: durable ingest per batch size, on a fresh server and database.
+
+    minigate: ``minigate serve`` with the harness's worker processes; its events go to the analytics journal and
+    DuckDB (the database holds the ledger: keys, settings, consents). Baseline: the events go to the database."""
+    from bench import harness
+    from bench.sms import gunicorn_settings
+
+    use_wrk = generator == "wrk" or (generator == "auto" and shutil.which("wrk") is not None)
+    out: dict[str, Any] = {"generator": "wrk" if use_wrk else "httpx", "concurrency": concurrency,
+                           "goal_events_per_s": GOAL_EVENTS_PER_SECOND, "runs": []}
+    if system == "minigate":
+        target = harness.start_minigate(run_dir, db, sandbox, receiver, pg, log_level=log_level,
+                                        extra_env={"MINIGATE_DATA_DIR": str(run_dir / f"minigate-{db}-analytics")},
+                                        workers=harness.GATEWAY_WORKERS)
+        proc, details = target.proc, target.details
+        try:
+            key = _raise_limits_and_key(proc.base_url, target.headers)
+        except BaseException:
+            proc.stop()
+            raise
+
+        def count() -> int:
+            return _visible(proc.base_url, target.headers)
+    else:
+        proc, _url, key = start_baseline(run_dir, db, pg)
+        details = {"server": f"gunicorn {gunicorn_settings()['workers']} sync workers ((2 x cores) + 1)",
+                   "stack": "Flask + SQLAlchemy ORM (sync), one INSERT transaction per request"}
+
+        def count() -> int:
+            r = httpx.get(f"{proc.base_url}/stats", timeout=60)
+            r.raise_for_status()
+            return int(r.json()["events"])
+    out["server"] = details
+    report.console.print(f"[dim]{db}/{system} (e) analytics ingest: {details['server']} on {proc.base_url}[/dim]")
+    try:
+        if system == "minigate":
+            time.sleep(5.5)      # settings caches expire, so every process sees the raised limits
+        before = count()
+        for batch in batches:
+            row = measure_batch([proc.base_url], key, batch, seconds=seconds, events=events, concurrency=concurrency,
+                                use_wrk=use_wrk, run_dir=run_dir, count=count, before=before, cpu=proc.cpu)
+            before += row["accepted"]
+            out["runs"].append(row)
+            _print(row)
+    finally:
+        proc.stop()
+    return out
 
 
 def _print(row: dict[str, Any]) -> None:

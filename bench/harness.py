@@ -129,8 +129,23 @@ class Target:
                 "merchant_order_no": f"{tag}{i}", "payer": {"openid": "oBench" + "x" * 22}}
 
 
+#: `minigate serve --workers`: one process per core, the deployment docs/operations.md recommends with
+#: PostgreSQL (the baseline runs gunicorn's (2 x cores) + 1 sync workers); BENCH_GATEWAY_WORKERS overrides it
+GATEWAY_WORKERS = int(os.environ.get("BENCH_GATEWAY_WORKERS") or os.cpu_count() or 1)
+
+
+def gateway_workers(db: str) -> int:
+    """Processes for a gateway whose hot path writes to ``db``: one with SQLite (one writer at a time — two
+    processes waiting for each other's lock measured slower than one), one per core with PostgreSQL."""
+    if os.environ.get("BENCH_GATEWAY_WORKERS"):
+        return GATEWAY_WORKERS
+    return 1 if db == "sqlite" else GATEWAY_WORKERS
+
+
 def start_minigate(run_dir: Path, db: str, sandbox: Sandbox, receiver: Proc, pg: Postgres | None,
-                   log_level: str, extra_env: dict[str, str] | None = None) -> Target:
+                   log_level: str, extra_env: dict[str, str] | None = None, *,
+                   workers: int | None = None) -> Target:
+    workers = workers or gateway_workers(db)
     port = free_port()
     data_dir = run_dir / f"minigate-{db}"
     env = {"MINIGATE_DATA_DIR": str(data_dir), "MINIGATE_PORT": str(port),
@@ -138,7 +153,7 @@ def start_minigate(run_dir: Path, db: str, sandbox: Sandbox, receiver: Proc, pg:
            "MINIGATE_SANDBOX_DIR": str(sandbox.state_dir), "MINIGATE_SANDBOX_TIME_SCALE": str(TIME_SCALE),
            "MINIGATE_LOG_LEVEL": log_level,
            # one key drives the whole load: the per-key request limit (100/s by default) would measure itself
-           "MINIGATE_API_REQUESTS_PER_SECOND_PER_KEY": "0", **(extra_env or {})}
+           "MINIGATE_API_REQUESTS_PER_SECOND_PER_KEY": "0", "MINIGATE_WORKERS": str(workers), **(extra_env or {})}
     if db == "postgres":
         assert pg is not None
         env["MINIGATE_DATABASE_URL"] = pg.create_database(f"bench_minigate_{uuid.uuid4().hex[:8]}")
@@ -162,7 +177,8 @@ def start_minigate(run_dir: Path, db: str, sandbox: Sandbox, receiver: Proc, pg:
                       json={"url": f"{receiver.base_url}/hooks"}, timeout=10)
     hook.raise_for_status()
     return Target("minigate", db, proc, "/v1/orders", headers, f"{proc.base_url}/notify/", True, url,
-                  {"app_id": app_id.group(1), "server": "minigate serve (uvicorn, 1 process, uvloop+httptools)",
+                  {"app_id": app_id.group(1), "workers": workers,
+                   "server": f"minigate serve --workers {workers} (uvicorn, uvloop+httptools)",
                    "log_level": log_level, "worker_poll_seconds": 0.5})
 
 

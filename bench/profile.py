@@ -49,7 +49,7 @@ class Profiler:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.pid = target.proc.pid
         spy = str(Path(PY).parent / "py-spy")
-        self.proc = subprocess.Popen([spy, "record", "-p", str(self.pid), "-r", "250", "--gil",
+        self.proc = subprocess.Popen([spy, "record", "-p", str(self.pid), "--subprocesses", "-r", "250", "--gil",
                                       "-f", "raw", "-o", str(self.raw)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

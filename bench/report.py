@@ -46,6 +46,26 @@ def ratios(runs: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, An
             r["replay_throughput_x"] = _ratio(a["throughput_per_s"], b["throughput_per_s"])
             r["replay_hit_p99_baseline_over_minigate"] = _ratio(b["latency_hits"]["p99_ms"],
                                                                 a["latency_hits"]["p99_ms"])
+        if "sms" in mg and "sms" in bl:
+            a, b = mg["sms"], bl["sms"]
+            r["sms_send_throughput_x"] = _ratio(a["send"]["per_second"], b["send"]["per_second"])
+            r["sms_check_throughput_x"] = _ratio(a["check"]["per_second"], b["check"]["per_second"])
+            r["sms_send_p99_baseline_over_minigate"] = _ratio(b["send"]["latency"]["p99_ms"],
+                                                              a["send"]["latency"]["p99_ms"])
+            r["sms_cpu_per_code_baseline_over_minigate"] = _ratio(b["system_cpu_ms_per_code"],
+                                                                  a["system_cpu_ms_per_code"])
+        if "ingest" in mg and "ingest" in bl:
+            base = {row["batch"]: row for row in bl["ingest"]["runs"]}
+            r["ingest"] = {}
+            for row in mg["ingest"]["runs"]:
+                other = base.get(row["batch"])
+                if other is None:
+                    continue
+                r["ingest"][str(row["batch"])] = {
+                    "throughput_x": _ratio(row["acked_events_per_s"], other["acked_events_per_s"]),
+                    "p99_baseline_over_minigate": _ratio(other["latency"]["p99_ms"], row["latency"]["p99_ms"]),
+                    "cpu_baseline_over_minigate": _ratio(other.get("system_cpu_ms_per_1000_events"),
+                                                         row.get("system_cpu_ms_per_1000_events"))}
         out[db] = r
     return out
 
@@ -88,6 +108,25 @@ def targets(runs: dict[str, Any], rat: dict[str, Any], limit: dict[str, Any] | N
         if "replay" in mg:
             p99 = mg["replay"]["latency_hits"]["p99_ms"]
             add(db, "idempotent replay (hit) p99", "< 5 ms", p99, p99 is not None and p99 < 5)
+        if r.get("sms_send_throughput_x") is not None:
+            add(db, "SMS codes sent vs baseline (info)", "-", r["sms_send_throughput_x"], None,
+                f"checked {r['sms_check_throughput_x']}x; CPU/code baseline ÷ minigate "
+                f"{r['sms_cpu_per_code_baseline_over_minigate']}x")
+        if "sms" in mg and limit and db in limit.get("per_code", {}):
+            per_code = limit["per_code"][db]["cpu_ms"]
+            for system in systems.values():
+                if "sms" in system:
+                    system["sms"]["cpu_multiple_of_limit"] = round(system["sms"]["system_cpu_ms_per_code"] / per_code,
+                                                                   1)
+            multiple = mg["sms"]["cpu_multiple_of_limit"]
+            add(db, "gateway CPU/code vs irreducible (info)", "-", multiple, None,
+                f"{mg['sms']['system_cpu_ms_per_code']:.2f} ms vs {per_code:.3f} ms (commit + ACS3 signature)")
+        for row in mg.get("ingest", {}).get("runs", []):
+            rate = row["acked_events_per_s"]
+            x = r.get("ingest", {}).get(str(row["batch"]), {}).get("throughput_x")
+            add(db, f"analytics events/s acknowledged durably, batch {row['batch']}", ">= 50000/s", rate,
+                rate >= 50_000 and not row["errors"],
+                f"{row['ratio_to_goal']} of the goal" + (f"; {x}x the baseline" if x is not None else ""))
     return rows
 
 
@@ -95,7 +134,7 @@ def print_run(results: dict[str, Any]) -> None:
     runs = results.get("runs", {})
     limit = results.get("limit")
     if limit:
-        t = Table(title="Irreducible cost per order (in-process, this machine)")
+        t = Table(title="The limit: irreducible cost per operation (in-process, single-threaded, this machine)")
         for col in ("operation", "CPU ms", "wall ms", "per second"):
             t.add_column(col, justify="right" if col != "operation" else "left")
         t.add_row("RSA-2048 sign", _f(limit["rsa2048_sign"]["cpu_ms"], 3), _f(limit["rsa2048_sign"]["wall_ms"], 3),
@@ -104,9 +143,15 @@ def print_run(results: dict[str, Any]) -> None:
                   _f(limit["rsa2048_verify"]["wall_ms"], 3), _f(limit["rsa2048_verify"]["per_s"]))
         for db, c in limit["commit"].items():
             t.add_row(f"durable commit ({db})", _f(c["cpu_ms"], 3), _f(c["wall_ms"], 3), _f(c["per_s"]))
+        if "acs3_sign" in limit:
+            t.add_row("ACS3-HMAC-SHA256 signature (SendSms)", _f(limit["acs3_sign"]["cpu_ms"], 3),
+                      _f(limit["acs3_sign"]["wall_ms"], 3), _f(limit["acs3_sign"]["per_s"]))
         for db, p in limit["per_order"].items():
             t.add_row(f"[b]per order: 2 sign + verify + commit ({db})[/b]", _f(p["cpu_ms"], 3), _f(p["wall_ms"], 3),
                       _f(round(1000 / p["cpu_ms"])) + " (CPU-bound, 1 core)")
+        for db, p in limit.get("per_code", {}).items():
+            t.add_row(f"[b]per SMS code: commit + ACS3 signature ({db})[/b]", _f(p["cpu_ms"], 3),
+                      _f(p["wall_ms"], 3), _f(round(1000 / p["cpu_ms"])) + " (CPU-bound, 1 core)")
         console.print(t)
     rat = results.get("ratios", {})
     if any("checkout" in s for d in runs.values() for s in d.values()):
@@ -168,6 +213,10 @@ def print_run(results: dict[str, Any]) -> None:
                 t.add_row(db, "[b]ratio[/b]", "", "", f"[b]{r['replay_throughput_x']}x[/b]", "", "",
                           f"{r['replay_hit_p99_baseline_over_minigate']}x", "", "", "", "")
         console.print(t)
+    if any("sms" in s for d in runs.values() for s in d.values()):
+        _print_sms(runs, rat)
+    if any("ingest" in s for d in runs.values() for s in d.values()):
+        _print_ingest(runs, rat)
     rows = results.get("targets", [])
     if rows:
         t = Table(title="Targets (minigate)")
@@ -177,3 +226,48 @@ def print_run(results: dict[str, Any]) -> None:
             met = {True: "[green]met[/green]", False: "[red]missed[/red]", None: "-"}[row["met"]]
             t.add_row(row["db"], row["target"], row["goal"], _f(row["measured"], 2), met, row["note"])
         console.print(t)
+
+
+def _print_sms(runs: dict[str, Any], rat: dict[str, Any]) -> None:
+    t = Table(title="(d) SMS verification codes: send (ACS3-signed SendSms to the simulator), read from the phone, "
+                    "check; then a refused resend (16 clients)")
+    for col in ("db", "system", "codes", "sends/s", "send p50 ms", "send p99 ms", "checks/s",
+                "check p50 ms", "check p99 ms", "refused/s", "refusal p99 ms", "CPU ms/code", "x limit",
+                "errors"):
+        t.add_column(col, justify="right")
+    for db, systems in runs.items():
+        for name, s in systems.items():
+            c = s.get("sms")
+            if not c:
+                continue
+            t.add_row(db, name, _f(c["codes"]), _f(c["send"]["per_second"]),
+                      _f(c["send"]["latency"]["p50_ms"]), _f(c["send"]["latency"]["p99_ms"]),
+                      _f(c["check"]["per_second"]), _f(c["check"]["latency"]["p50_ms"]),
+                      _f(c["check"]["latency"]["p99_ms"]), _f(c["refusal"]["per_second"]),
+                      _f(c["refusal"]["latency"]["p99_ms"]), _f(c["system_cpu_ms_per_code"], 2),
+                      _f(c.get("cpu_multiple_of_limit"), 1), _f(c["errors"]))
+        r = rat.get(db, {})
+        if r.get("sms_send_throughput_x") is not None:
+            t.add_row(db, "[b]ratio[/b]", "", f"[b]{r['sms_send_throughput_x']}x[/b]", "",
+                      f"{r['sms_send_p99_baseline_over_minigate']}x", f"[b]{r['sms_check_throughput_x']}x[/b]", "",
+                      "", "", "", f"{r['sms_cpu_per_code_baseline_over_minigate']}x", "", "")
+    console.print(t)
+
+
+def _print_ingest(runs: dict[str, Any], rat: dict[str, Any]) -> None:
+    t = Table(title="(e) Analytics ingest: batches of events, each answer after a durable commit (goal: 50,000 "
+                    "events/s)")
+    for col in ("db", "system", "batch", "requests", "events/s acked", "x goal", "p50 ms", "p99 ms",
+                "all queryable s", "CPU ms/1k events", "errors"):
+        t.add_column(col, justify="right")
+    for db, systems in runs.items():
+        for name, s in systems.items():
+            for row in s.get("ingest", {}).get("runs", []):
+                t.add_row(db, name, _f(row["batch"]), _f(row["requests"]), _f(row["acked_events_per_s"]),
+                          _f(row["ratio_to_goal"], 3), _f(row["latency"]["p50_ms"]), _f(row["latency"]["p99_ms"]),
+                          _f(row["all_queryable_after_s"], 2), _f(row.get("system_cpu_ms_per_1000_events"), 1),
+                          _f(row["errors"]))
+        for batch, x in rat.get(db, {}).get("ingest", {}).items():
+            t.add_row(db, "[b]ratio[/b]", batch, "", f"[b]{x['throughput_x']}x[/b]", "", "",
+                      f"{x['p99_baseline_over_minigate']}x", "", f"{x['cpu_baseline_over_minigate']}x", "")
+    console.print(t)

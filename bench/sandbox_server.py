@@ -2,7 +2,8 @@
 
 It is the same :class:`minigate.simulators.Sandbox` that ``minigate sandbox serve`` runs, with the same
 uvicorn settings; the only addition is that the client delivering notifications is an ordinary
-``httpx.AsyncClient`` (same default limits as the simulator's own) whose transport records, for every
+``httpx.AsyncClient`` over the same transport and limits as the simulator's own
+(:class:`minigate.transport.AiohttpTransport`, 100 connections) whose transport records, for every
 notification attempt, the target URL, when it started, when the answer came back and the status. That is
 what WeChat Pay sees of a merchant: time from sending the callback to the acknowledgement.
 
@@ -27,13 +28,14 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from minigate.simulators import Sandbox
+from minigate.transport import AiohttpTransport
 
 LOG: list[tuple[str, float, float, int | None]] = []
 
 
 class TimingTransport(httpx.AsyncBaseTransport):
     def __init__(self) -> None:
-        self._inner = httpx.AsyncHTTPTransport()
+        self._inner = AiohttpTransport()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         started = time.monotonic()

@@ -28,10 +28,12 @@ import uuid
 from datetime import UTC, datetime
 
 from flask import Flask, jsonify, request
-from sqlalchemy import JSON, DateTime, Integer, String, create_engine, event, select
+from sqlalchemy import JSON, DateTime, Integer, String, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from wechatpayv3 import WeChatPay, WeChatPayType
+
+from bench.baseline.db import make_engine
 
 
 class Base(DeclarativeBase):
@@ -54,22 +56,6 @@ class Order(Base):
     transaction_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-
-
-def make_engine(url: str):  # type: ignore[no-untyped-def]
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
-
-        return engine
-    return create_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
 
 
 ALNUM = string.ascii_uppercase + string.digits

@@ -195,6 +195,22 @@ async def test_failover_moves_to_the_next_provider_when_the_first_is_down(gatewa
     assert (await check(gateway, phone, code))["verified"] is True
 
 
+async def test_code_nobody_could_send_is_a_503_naming_the_message(gateway: Gateway) -> None:
+    """Every provider refuses: a clean 503 ``sms_delivery_failed`` carrying the message id (not a 500), and the
+    code is not usable."""
+    await configure(gateway, providers=[{"provider": "aliyun-sms"}])
+    await fault(gateway, "aliyun-sms", {"next_call": "http_429", "count": 10})
+    phone = "13800138017"
+    r = await send_code(gateway, phone)
+    assert r.status_code == 503, r.text
+    error = r.json()["error"]
+    assert error["code"] == "sms_delivery_failed" and error["type"] == "api_error"
+    assert error["message"].startswith("the code could not be sent")
+    sent = await message(gateway, error["sms_message"])
+    assert sent["status"] == "failed" and [a["outcome"] for a in sent["attempts"]] == ["failed"]
+    assert await phone_messages(gateway, phone) == []
+
+
 async def test_unreachable_provider_is_failed_over_at_once(gateway: Gateway) -> None:
     """Connection refused: the request never left, so the next provider sends without waiting."""
     import httpx

@@ -99,3 +99,13 @@ def test_ids_are_unique_and_provider_safe() -> None:
     outs = {new_out_no("MG") for _ in range(1000)}
     assert len(outs) == 1000
     assert all(6 <= len(o) <= 32 and o.isalnum() for o in outs)
+
+
+def test_error_body_keeps_its_own_fields_when_details_share_their_names() -> None:
+    from minigate.api.errors import error_body, error_details
+
+    details = {"message": "msg_1", "code": "x", "type": "y", "param": "z", "reason": "throttled"}
+    body = error_body("api_error", "sms_delivery_failed", "could not send", param=None, **error_details(details))
+    assert body == {"error": {"type": "api_error", "code": "sms_delivery_failed", "message": "could not send",
+                              "detail_message": "msg_1", "detail_code": "x", "detail_type": "y",
+                              "detail_param": "z", "reason": "throttled"}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from minigate.api.limits import BodyLimitMiddleware
 from minigate.api.routes import analytics, api_keys, audit, exceptions, identity, misc, orders, reconciliation, sms
 from minigate.api.routes import privacy as privacy_routes
 from minigate.config import Settings
+from minigate.logging import get_logger
 from minigate.services.runtime import Runtime
 from minigate.services.worker import Worker
 from minigate.store.migrate import upgrade
@@ -34,8 +36,40 @@ SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
 }
 
+log = get_logger("minigate.api")
+
 REQUESTS = Counter("minigate_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("minigate_http_request_seconds", "HTTP request latency", ["method", "route"])
+
+
+def worker_process_app() -> FastAPI:
+    """One process of ``minigate serve --workers N``: settings from the environment the parent exported; the
+    parent has already migrated the database."""
+    from minigate.config import load_settings
+    from minigate.logging import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    _stop_with_parent()
+    return create_app(settings, migrate=False)
+
+
+def _stop_with_parent() -> None:
+    """A process of ``serve --workers`` shuts down (gracefully: SIGTERM) when the parent that started it is
+    gone — killed with SIGKILL it cannot stop its children, which would otherwise keep the port and keep
+    working jobs. Checked every second from a thread (the event loop never waits on it)."""
+    import signal
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        log.warning("parent process gone: shutting down", parent=parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="minigate-parent-watch", daemon=True).start()
 
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None, migrate: bool = True,

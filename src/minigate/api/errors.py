@@ -22,6 +22,16 @@ def error_body(type_: str, code: str, message: str, **extra: Any) -> dict[str, A
                       **{k: v for k, v in extra.items() if v is not None}}}
 
 
+#: the error object's own fields: a detail with one of these names is renamed, never allowed to replace it
+_OWN_FIELDS = frozenset({"type", "type_", "code", "message", "param"})
+
+
+def error_details(details: dict[str, Any] | None) -> dict[str, Any]:
+    """An error's details as extra fields of its body; one named like a field of the body itself is kept as
+    ``detail_<name>`` (an error answer must never turn into a 500 because of what it carries)."""
+    return {(f"detail_{k}" if k in _OWN_FIELDS else k): v for k, v in (details or {}).items()}
+
+
 #: the error answers of every /v1 operation (docs/errors.md), described in the OpenAPI document
 ERROR_RESPONSES: dict[str, str] = {
     "400": "invalid request (parameter_invalid, invalid_json, amount_invalid, ...)",
@@ -82,7 +92,7 @@ def install(app: FastAPI) -> None:
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         retry = (exc.details or {}).get("retry_after")
         return JSONResponse(error_body("invalid_request_error" if exc.http_status < 500 else "api_error",
-                                       exc.code, exc.message, param=exc.param, **(exc.details or {})),
+                                       exc.code, exc.message, param=exc.param, **error_details(exc.details)),
                             status_code=exc.http_status,
                             headers={"Retry-After": str(int(retry))} if exc.http_status == 429 and retry else None)
 

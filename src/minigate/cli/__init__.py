@@ -47,18 +47,26 @@ _register_subcommands()
 
 @app.command()
 def serve(host: Annotated[str | None, typer.Option(help="interface to listen on")] = None,
-          port: Annotated[int | None, typer.Option(help="TCP port")] = None) -> None:
+          port: Annotated[int | None, typer.Option(help="TCP port")] = None,
+          workers: Annotated[int | None, typer.Option(
+              min=1, help="processes sharing the port (default 1, or MINIGATE_WORKERS)")] = None) -> None:
     """Run the gateway: API, provider callbacks, webhooks worker; SQLite and the sandbox by default."""
     import uvicorn
 
     from minigate.api.app import create_app
     from minigate.logging import configure_logging
 
-    settings = _settings(**({"host": host} if host else {}), **({"port": port} if port else {}))
+    overrides: dict[str, Any] = {"host": host, "port": port, "workers": workers}
+    settings = _settings(**{k: v for k, v in overrides.items() if v is not None})
     configure_logging(settings.log_level, json=settings.log_json)
     if settings.public_url == "http://127.0.0.1:8000" and settings.port != 8000:
-        settings = _settings(port=settings.port, host=settings.host,
+        settings = _settings(port=settings.port, host=settings.host, workers=settings.workers,
                              public_url=f"http://127.0.0.1:{settings.port}")
+    if settings.workers > 1 and settings.sandbox_exposed and not settings.sandbox_url:
+        typer.echo("configuration error: --workers above 1 needs an external sandbox (`minigate sandbox serve` and "
+                   "MINIGATE_SANDBOX_URL) or live mode: the built-in sandbox keeps its orders in one process",
+                   err=True)
+        raise typer.Exit(2)
     first = asyncio.run(_first_run(settings))
     scheme = "https" if settings.tls_cert_file else "http"
     base = f"{scheme}://{settings.host}:{settings.port}"
@@ -83,8 +91,35 @@ def serve(host: Annotated[str | None, typer.Option(help="interface to listen on"
     tls: dict[str, Any] = {}
     if settings.tls_cert_file and settings.tls_key_file:
         tls = {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file)}
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                proxy_headers=False, **tls)
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
+                    proxy_headers=False, **tls)
+        return
+    _serve_processes(settings, tls)
+
+
+def _serve_processes(settings: Settings, tls: dict[str, Any]) -> None:
+    """``--workers N``: uvicorn starts N processes on one socket, each a whole gateway (API, callbacks, webhook
+    and analytics workers — their claims are transactions, so they share the work). The processes read their
+    settings from the environment, so what the command line decided is exported first; /metrics adds up every
+    process (prometheus_client's multiprocess mode, in a directory made here and removed at exit)."""
+    import os
+    import shutil
+    import tempfile
+
+    import uvicorn
+
+    os.environ.update({"MINIGATE_HOST": settings.host, "MINIGATE_PORT": str(settings.port),
+                       "MINIGATE_PUBLIC_URL": settings.public_url, "MINIGATE_WORKERS": str(settings.workers)})
+    made = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        made = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="minigate-metrics-")
+    try:
+        uvicorn.run("minigate.api.app:worker_process_app", factory=True, workers=settings.workers,
+                    host=settings.host, port=settings.port, log_level="warning", proxy_headers=False, **tls)
+    finally:
+        if made:
+            shutil.rmtree(made, ignore_errors=True)
 
 
 @app.command()

@@ -31,7 +31,8 @@ log = get_logger("minigate.certificates")
 WARN_WITHIN = timedelta(days=30)
 
 REFRESHES = Counter("minigate_certificate_refreshes_total", "Scheduled platform-certificate downloads", ["outcome"])
-DAYS_LEFT = Gauge("minigate_certificate_days_left", "Days until the first platform certificate in use expires")
+DAYS_LEFT = Gauge("minigate_certificate_days_left", "Days until the first platform certificate in use expires",
+                  multiprocess_mode="min")
 
 
 async def refresh_platform_certificates(rt: Runtime) -> dict[str, Any]:

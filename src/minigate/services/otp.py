@@ -138,7 +138,7 @@ async def send_code(rt: Runtime, ctx: AppContext, *, phone_raw: str, purpose: st
                                   .values(status="failed"))
         raise ServiceUnavailable("the code could not be sent by any SMS provider; try again shortly",
                                  code="sms_delivery_failed",
-                                 details={"message": sent.id, "reason": sent.error_code})
+                                 details={"sms_message": sent.id, "reason": sent.error_code})
     CODES_SENT.inc()
     view = code_view(row)
     view.update({"phone": phone.masked, "captcha_required": captcha,

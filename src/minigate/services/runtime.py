@@ -25,6 +25,7 @@ from minigate.providers.wechat.config import WeChatMiniProgramConfig
 from minigate.providers.wechat.login import WeChatMiniProgramClient
 from minigate.store.db import Database
 from minigate.store.tables import AppCredential, DataKey
+from minigate.transport import outbound_client
 from minigate.vault import LOOKUP_KEY_ID, ROOT_KEY_PREFIX, Vault, VaultError, WrappedKey, describe_wrapping
 
 if TYPE_CHECKING:
@@ -69,9 +70,11 @@ class Runtime:
         self.now = clock
         self.sandbox: Any = None
         self._sandbox_transport = sandbox_transport
-        self.webhook_client = httpx.AsyncClient(transport=webhook_transport,
-                                                timeout=settings.webhook_timeout_seconds,
-                                                follow_redirects=False)
+        self.webhook_client = (
+            httpx.AsyncClient(transport=webhook_transport, timeout=settings.webhook_timeout_seconds,
+                              follow_redirects=False) if webhook_transport is not None
+            else outbound_client(settings.http_transport, timeout=settings.webhook_timeout_seconds,
+                                 follow_redirects=False))
         self._provider_client: httpx.AsyncClient | None = None
         #: (app, mode, provider) -> (credentials version, client, checked at)
         self._providers: dict[tuple[str, str, str], tuple[str, Any, float]] = {}
@@ -128,8 +131,10 @@ class Runtime:
                                notify_client=self.webhook_client)
         if self.settings.sandbox_url:
             self.sandbox_base_url = self.settings.sandbox_url.rstrip("/")
-            self._provider_client = httpx.AsyncClient(transport=self._sandbox_transport, timeout=10.0,
-                                                      limits=PROVIDER_CONNECTIONS)
+            self._provider_client = (
+                httpx.AsyncClient(transport=self._sandbox_transport, timeout=10.0)
+                if self._sandbox_transport is not None
+                else outbound_client(self.settings.http_transport, timeout=10.0, limits=PROVIDER_CONNECTIONS))
         else:
             self.sandbox_base_url = "http://sandbox"
             transport = self._sandbox_transport or httpx.ASGITransport(app=self.sandbox.app)
@@ -224,7 +229,8 @@ class Runtime:
     @property
     def provider_client(self) -> httpx.AsyncClient:
         if self._provider_client is None:
-            self._provider_client = httpx.AsyncClient(timeout=10.0, limits=PROVIDER_CONNECTIONS)
+            self._provider_client = outbound_client(self.settings.http_transport, timeout=10.0,
+                                                    limits=PROVIDER_CONNECTIONS)
         return self._provider_client
 
     async def _stored_config(self, app_id: str, mode: str, provider: str) -> tuple[str, dict[str, Any]] | None:

@@ -480,7 +480,9 @@ class Deliverer:
         if self.client is not None:
             return self.client
         if self._own_client is None:
-            self._own_client = httpx.AsyncClient(follow_redirects=False)
+            from minigate.transport import outbound_client
+
+            self._own_client = outbound_client(follow_redirects=False)
         return self._own_client
 
     async def wait_idle(self) -> None:

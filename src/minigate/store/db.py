@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -12,9 +13,19 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-__all__ = ["Database", "after_commit", "normalise_url"]
+__all__ = ["PING_IDLE_SECONDS", "Database", "after_commit", "normalise_url"]
+
+#: PostgreSQL: a pooled connection idle this long is pinged before use, so a server restart or failover while
+#: the gateway was quiet costs nothing. Busier connections are used as they are — SQLAlchemy's ``pool_pre_ping``
+#: would ping every checkout (with asyncpg: BEGIN, a query, ROLLBACK — three round trips, ~17 % of checkout's
+#: CPU, docs/performance.md). A connection that dies between two uses inside the window fails its transaction,
+#: which rolls back like any failure (the client retries with its idempotency key), and SQLAlchemy then
+#: replaces every pooled connection opened before the failure.
+PING_IDLE_SECONDS = 10.0
+_IDLE_SINCE = "minigate_idle_since"
 
 _AFTER_COMMIT = "minigate_after_commit"
 #: the databases whose in-process write lock the current task holds (so a nested write cannot wait on itself)
@@ -51,10 +62,12 @@ class Database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+        else:
+            _ping_idle_connections(self.engine)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         #: SQLite has one writer at a time: this process's writers queue here, in order, instead of all taking
         #: a connection and spinning in SQLite's busy handler (sleep 1, 2, 5, 10 … ms, retry) for the lock.
@@ -117,6 +130,24 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _ping_idle_connections(engine: AsyncEngine) -> None:
+    sync = engine.sync_engine
+
+    @event.listens_for(sync, "checkin")
+    def _checked_in(dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(sync, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.get(_IDLE_SINCE)
+        if since is None or time.monotonic() - since < PING_IDLE_SECONDS:
+            return
+        try:
+            sync.dialect.do_ping(dbapi_connection)
+        except Exception as exc:   # the pool discards this connection and checks out another (up to 3 times)
+            raise DisconnectionError("idle connection failed its ping") from exc
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
