@@ -293,7 +293,7 @@ def scenario(system: str, db: str, *, run_dir: Path, sandbox: Any, receiver: Pro
     if system == "minigate":
         target = harness.start_minigate(run_dir, db, sandbox, receiver, pg, log_level=log_level,
                                         extra_env={"MINIGATE_DATA_DIR": str(run_dir / f"minigate-{db}-analytics")},
-                                        workers=harness.GATEWAY_WORKERS)
+                                        workers=harness.INGEST_WORKERS)
         proc, details = target.proc, target.details
         try:
             key = _raise_limits_and_key(proc.base_url, target.headers)
