@@ -26,7 +26,9 @@ Proxies come from the environment (``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``),
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -99,10 +101,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._ssl = verify
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._finalizer: weakref.finalize[..., Any] | None = None
 
     def _session_now(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._loop is not loop:
+            if self._finalizer is not None:    # a pool of another (finished) event loop: closed in place
+                self._finalizer()
             connector = aiohttp.TCPConnector(
                 limit=self._limits.max_connections or 0, limit_per_host=0, ssl=self._ssl,
                 keepalive_timeout=self._limits.keepalive_expiry or 5.0)
@@ -110,6 +115,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("Content-Type",), timeout=aiohttp.ClientTimeout(total=None), trust_env=True)
             self._loop = loop
+            # A client dropped without ``aclose`` (its event loop over) closes its connections when collected, as
+            # httpx's transport does, instead of aiohttp's "Unclosed client session" warning at some later moment.
+            self._finalizer = weakref.finalize(self, _close_pool, connector)
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -142,7 +150,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         if self._session is not None and not self._session.closed:
             await self._session.close()
-        self._session = None
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        self._session = self._finalizer = None
+
+
+def _close_pool(connector: aiohttp.BaseConnector) -> None:
+    """Close a pool's connections now, without its event loop (none may be running any more); aiohttp's
+    ``close()`` returns an awaitable that nobody could await here, ``_close()`` does the work in place."""
+    with contextlib.suppress(Exception):
+        connector._close()
 
 
 def outbound_client(kind: Literal["aiohttp", "httpx"] = "aiohttp", *, limits: httpx.Limits | None = None,

@@ -23,11 +23,11 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import delete, or_, select
+from sqlalchemy import Table, delete, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from minigate.analytics import ingest
@@ -304,6 +304,10 @@ async def _drop_without_consent(rt: Runtime, ctx: AppContext, parsed: ingest.Par
 
 # --------------------------------------------------------------------------- server events
 
+#: Core, in the ledger's ORM transaction without its unit of work (see ``events.emit``)
+_INSERT_OUTBOX = insert(cast(Table, AnalyticsOutbox.__table__))
+
+
 async def queue_server_event(session: AsyncSession, *, app_id: str, mode: str, type: str, event_id: str,
                              obj: dict[str, Any], now: datetime) -> None:
     """Called by ``events.emit`` in the ledger's transaction: the verified payment joins the analytics."""
@@ -316,10 +320,10 @@ async def queue_server_event(session: AsyncSession, *, app_id: str, mode: str, t
     user = metadata.get("analytics_user_id") if isinstance(metadata, dict) else None
     properties = {"order_id": order_id, "amount": obj.get("amount"), "channel": obj.get("channel"),
                   "currency": obj.get("currency")}
-    session.add(AnalyticsOutbox(
-        app_id=app_id, mode=mode, event_id=event_id, name=name,
-        distinct_id=str(distinct) if distinct else f"order:{order_id}", user_id=str(user) if user else None,
-        properties={k: v for k, v in properties.items() if v is not None}, occurred_at=now))
+    await session.execute(_INSERT_OUTBOX, {
+        "app_id": app_id, "mode": mode, "event_id": event_id, "name": name,
+        "distinct_id": str(distinct) if distinct else f"order:{order_id}", "user_id": str(user) if user else None,
+        "properties": {k: v for k, v in properties.items() if v is not None}, "occurred_at": now})
 
 
 async def move_outbox(rt: Runtime, *, limit: int = 1000) -> int:

@@ -6,10 +6,10 @@ import asyncio
 import secrets
 import weakref
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from minigate.errors import InvalidRequest, NotFound
@@ -45,31 +45,36 @@ def outbox_signal(rt: Runtime) -> asyncio.Event:
     return signal
 
 
+#: the outbox writes, as SQLAlchemy Core statements built once: they run in the caller's ORM transaction but
+#: skip its unit of work (no identity map, no extra flush), which was most of a callback's SQLAlchemy time
+_INSERT_EVENT = insert(cast(Table, Event.__table__))
+_INSERT_DELIVERIES = insert(cast(Table, WebhookDelivery.__table__))
+_ENDPOINTS = cast(Table, WebhookEndpoint.__table__)
+_SUBSCRIBED = select(_ENDPOINTS.c.id, _ENDPOINTS.c.enabled_events).where(
+    _ENDPOINTS.c.app_id == bindparam("app_id"), _ENDPOINTS.c.mode == bindparam("mode"),
+    _ENDPOINTS.c.enabled.is_(True))
+
+
 async def emit(session: AsyncSession, rt: Runtime, *, app_id: str, mode: str, type: str, obj: dict[str, Any],
-               now: datetime) -> Event:
+               now: datetime) -> str:
     """Record an event, queue one delivery per subscribed endpoint and the app's opted-in order SMS —
-    atomically with the state change."""
-    event = Event(id=new_id("evt"), app_id=app_id, mode=mode, type=type, object_id=obj["id"],
-                  data={"object": obj}, created_at=now)
-    session.add(event)
-    await session.flush()
-    endpoints = (await session.execute(select(WebhookEndpoint).where(
-        WebhookEndpoint.app_id == app_id, WebhookEndpoint.mode == mode,
-        WebhookEndpoint.enabled.is_(True)))).scalars().all()
-    queued = False
-    for endpoint in endpoints:
-        if "*" in endpoint.enabled_events or type in endpoint.enabled_events:
-            session.add(WebhookDelivery(event_id=event.id, endpoint_id=endpoint.id, app_id=app_id,
-                                        status="pending", attempts=0, next_attempt_at=now, created_at=now))
-            queued = True
-    if queued:
+    atomically with the state change. Returns the event's id."""
+    event_id = new_id("evt")
+    await session.execute(_INSERT_EVENT, {"id": event_id, "app_id": app_id, "mode": mode, "type": type,
+                                          "object_id": obj["id"], "data": {"object": obj}, "created_at": now})
+    endpoints = (await session.execute(_SUBSCRIBED, {"app_id": app_id, "mode": mode})).all()
+    deliveries = [{"event_id": event_id, "endpoint_id": endpoint_id, "app_id": app_id, "status": "pending",
+                   "attempts": 0, "next_attempt_at": now, "created_at": now}
+                  for endpoint_id, enabled_events in endpoints if "*" in enabled_events or type in enabled_events]
+    if deliveries:
+        await session.execute(_INSERT_DELIVERIES, deliveries)
         after_commit(session, outbox_signal(rt).set)
     from minigate.services.analytics import queue_server_event
     from minigate.services.sms import queue_for_event
 
     await queue_for_event(rt, session, app_id=app_id, mode=mode, type=type, obj=obj, now=now)
-    await queue_server_event(session, app_id=app_id, mode=mode, type=type, event_id=event.id, obj=obj, now=now)
-    return event
+    await queue_server_event(session, app_id=app_id, mode=mode, type=type, event_id=event_id, obj=obj, now=now)
+    return event_id
 
 
 def event_view(event: Event) -> dict[str, Any]:

@@ -5,9 +5,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from minigate.domain.results import Notification, NotificationKind
@@ -26,6 +26,10 @@ log = get_logger("minigate.notifications")
 
 _KEEP_HEADERS = ("content-type", "wechatpay-timestamp", "wechatpay-nonce", "wechatpay-serial",
                  "wechatpay-signature-type", "request-id", "user-agent")
+
+
+#: the accepted callback's record, in Core (the transaction's other rows are written the same way by events.emit)
+_INSERT_RECEIVED = insert(cast(Table, InboundNotification.__table__))
 
 
 def _headers_to_keep(headers: Mapping[str, str]) -> dict[str, str]:
@@ -69,10 +73,10 @@ async def _apply(rt: Runtime, provider: PaymentProvider, provider_name: str, app
         async with rt.db.transaction() as session:
             outcome, order_id = await _transition(rt, session, provider_name, app_id, mode, notification, dedupe_key)
             if outcome != "duplicate_event":
-                session.add(InboundNotification(
-                    provider=provider_name, app_id=app_id, mode=mode, dedupe_key=dedupe_key,
-                    order_id=order_id, outcome=outcome, error_code=None, headers=_headers_to_keep(headers),
-                    body=body, received_at=rt.now()))
+                await session.execute(_INSERT_RECEIVED, {
+                    "provider": provider_name, "app_id": app_id, "mode": mode, "dedupe_key": dedupe_key,
+                    "order_id": order_id, "outcome": outcome, "error_code": None,
+                    "headers": _headers_to_keep(headers), "body": body, "received_at": rt.now()})
     except IntegrityError:
         # the same event committed concurrently through another request or process: already handled
         return provider.ack()
