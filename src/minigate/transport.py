@@ -163,8 +163,11 @@ def _close_pool(connector: aiohttp.BaseConnector) -> None:
 
 
 def outbound_client(kind: Literal["aiohttp", "httpx"] = "aiohttp", *, limits: httpx.Limits | None = None,
-                    **kwargs: Any) -> httpx.AsyncClient:
-    """An ``httpx.AsyncClient`` for calls leaving the gateway, over the chosen transport."""
+                    transport: httpx.AsyncBaseTransport | None = None, **kwargs: Any) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` for calls leaving the gateway, over the chosen transport — or over ``transport``
+    when one is given (tests inject ``MockTransport``/``ASGITransport``; ``limits`` then do not apply)."""
+    if transport is not None:
+        return httpx.AsyncClient(transport=transport, **kwargs)
     if kind == "httpx":
         return httpx.AsyncClient(limits=limits or httpx.Limits(), **kwargs)
     return httpx.AsyncClient(transport=AiohttpTransport(limits=limits), **kwargs)

@@ -70,11 +70,8 @@ class Runtime:
         self.now = clock
         self.sandbox: Any = None
         self._sandbox_transport = sandbox_transport
-        self.webhook_client = (
-            httpx.AsyncClient(transport=webhook_transport, timeout=settings.webhook_timeout_seconds,
-                              follow_redirects=False) if webhook_transport is not None
-            else outbound_client(settings.http_transport, timeout=settings.webhook_timeout_seconds,
-                                 follow_redirects=False))
+        self.webhook_client = outbound_client(settings.http_transport, transport=webhook_transport,
+                                              timeout=settings.webhook_timeout_seconds, follow_redirects=False)
         self._provider_client: httpx.AsyncClient | None = None
         #: (app, mode, provider) -> (credentials version, client, checked at)
         self._providers: dict[tuple[str, str, str], tuple[str, Any, float]] = {}
@@ -131,10 +128,8 @@ class Runtime:
                                notify_client=self.webhook_client)
         if self.settings.sandbox_url:
             self.sandbox_base_url = self.settings.sandbox_url.rstrip("/")
-            self._provider_client = (
-                httpx.AsyncClient(transport=self._sandbox_transport, timeout=10.0)
-                if self._sandbox_transport is not None
-                else outbound_client(self.settings.http_transport, timeout=10.0, limits=PROVIDER_CONNECTIONS))
+            self._provider_client = outbound_client(self.settings.http_transport, transport=self._sandbox_transport,
+                                                    timeout=10.0, limits=PROVIDER_CONNECTIONS)
         else:
             self.sandbox_base_url = "http://sandbox"
             transport = self._sandbox_transport or httpx.ASGITransport(app=self.sandbox.app)
